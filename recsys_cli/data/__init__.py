@@ -1,0 +1,1 @@
+"""Data pipeline: formats -> canonical frames -> prepared arrays -> splits -> windows -> batches."""

@@ -1,0 +1,246 @@
+"""Batches for training and evaluation, gathered from the prepared CSR arrays.
+
+A case is identified by its *anchor end* ``e`` (exclusive global event index) and its user's first
+event ``s``: the encoder inputs are events ``[e - L, e)`` and the carried older history is
+``[e - L - H, e - L)``, both clipped at ``s`` and left-padded with 0. Gathering is one vectorised
+fancy-index per batch; nothing is copied per prefix.
+
+- training case: ``e`` runs over chunk ends of each user's training range, so every training
+  event after the first is a target exactly once (dense supervision, targets ``[e - L + 1, e]``);
+- evaluation case: ``e`` is the target's index; the target is ``items[e]``, and the items of
+  ``[s, e)`` are the seen items that ranking may filter.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from recsys_cli.data.formats.base import DatasetReader
+from recsys_cli.data.prepare import PreparationConfig, PreparedData, prepare
+from recsys_cli.data.splits import Split
+from recsys_cli.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def train_case_ends(starts: np.ndarray, train_end: np.ndarray, max_len: int, windows: str) -> tuple:
+    """Anchor ends (exclusive index of the last input + 1) and user starts of training cases.
+
+    A user with training events ``[s, end)`` yields cases with inputs ending at ``end - 1``,
+    ``end - 1 - L``, ... as long as a case has at least one target; with ``windows='last'`` only the
+    newest chunk is used (the classic SASRec sampling).
+    """
+    n_targets = np.maximum(train_end - starts - 1, 0)
+    chunks = np.ceil(n_targets / max_len).astype(np.int64)
+    if windows == "last":
+        chunks = np.minimum(chunks, 1)
+    user = np.repeat(np.arange(len(starts)), chunks)
+    k = np.arange(chunks.sum()) - np.repeat(np.cumsum(chunks) - chunks, chunks)
+    ends = train_end[user] - 1 - k * max_len
+    return ends.astype(np.int64), starts[user].astype(np.int64)
+
+
+class CaseBatches(Dataset):
+    """Indexable by a list of case ids; returns one collated batch (see the module docstring)."""
+
+    def __init__(
+        self,
+        data: PreparedData,
+        ends: np.ndarray,
+        starts: np.ndarray,
+        max_len: int,
+        history_len: int,
+        evaluation: bool,
+    ):
+        self.data, self.ends, self.starts = data, ends, starts
+        self.max_len, self.history_len, self.evaluation = max_len, history_len, evaluation
+        self._span = np.arange(-(max_len + history_len), 0)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, case_ids) -> dict[str, torch.Tensor]:
+        case_ids = np.asarray(case_ids)
+        ends, starts = self.ends[case_ids], self.starts[case_ids]
+        idx = ends[:, None] + self._span[None, :]  # [B, H + L] global event indices
+        valid = idx >= starts[:, None]
+        idx = np.where(valid, idx, 0)
+        d = self.data
+        batch = {
+            "items": np.where(valid, d.items[idx], 0),
+            "times": np.where(valid, d.times[idx], 0),
+            "event_types": np.where(valid, d.event_types[idx], 0),
+            "categories": np.where(valid, d.categories[idx], 0),
+        }
+        if self.evaluation:
+            batch["target"] = d.items[ends]
+            lengths = ends - starts
+            seen_idx = starts[:, None] + np.arange(lengths.max())[None, :]
+            seen_valid = seen_idx < ends[:, None]
+            batch["seen"] = np.where(seen_valid, d.items[np.where(seen_valid, seen_idx, 0)], 0)
+        else:
+            # targets of the L encoder positions: the next event, if it is in the training range
+            last = idx[:, -self.max_len :]
+            nxt = np.minimum(last + 1, len(d.items) - 1)
+            has_next = valid[:, -self.max_len :] & (last + 1 <= ends[:, None])
+            batch["targets"] = np.where(has_next, d.items[nxt], 0)
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+
+
+class ShardedBatchSampler(Sampler):
+    """Batches of case ids, sharded across DDP ranks without Lightning's sampler replacement.
+
+    Training (``pad=True``): a seeded permutation per epoch; every rank gets the same number of
+    batches (a few cases repeat) so collective ops stay in step. Evaluation (``pad=False``): rank r
+    takes cases r, r + world, ... in order, each exactly once, so metrics summed over ranks equal the
+    single-process ones.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1, pad: bool = True):
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world, self.pad, self.epoch = rank, world, pad, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> np.ndarray:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=g).numpy()
+        else:
+            order = np.arange(self.n)
+        if self.pad and self.world > 1:
+            per_rank = math.ceil(self.n / self.world)
+            order = np.resize(order, per_rank * self.world)
+        return order[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        idx = self._indices()
+        for i in range(0, len(idx), self.batch_size):
+            yield idx[i : i + self.batch_size]
+
+    def __len__(self) -> int:
+        return math.ceil(len(self._indices()) / self.batch_size)
+
+
+class SequenceDataModule(pl.LightningDataModule):
+    """Prepares (cached) and splits a dataset and serves train / val / test batches."""
+
+    def __init__(
+        self,
+        name: str,
+        reader: DatasetReader | Callable[[], DatasetReader],
+        preparation: dict | DictConfig,
+        split: Callable[[PreparedData], Split],
+        max_len: int,
+        batch_size: int,
+        eval_batch_size: int,
+        train_windows: str = "all",
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        history_len: int = 0,
+        seed: int = 0,
+        **_: object,
+    ):
+        super().__init__()
+        if max_len < 2:
+            raise ConfigError(f"data.max_len={max_len}: the encoder needs at least 2 positions; use 2 or more")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ConfigError("data.batch_size and data.eval_batch_size must be positive")
+        if train_windows not in ("all", "last"):
+            raise ConfigError(f"data.train_windows={train_windows!r}: use 'all' (every chunk) or 'last'")
+        if isinstance(preparation, DictConfig):
+            preparation = OmegaConf.to_container(preparation, resolve=True)
+        self.name, self.reader, self.split_fn = name, reader, split
+        self.preparation = PreparationConfig(**preparation)
+        self.max_len, self.batch_size, self.eval_batch_size = max_len, batch_size, eval_batch_size
+        self.train_windows, self.num_workers, self.cache_dir = train_windows, num_workers, cache_dir
+        self.history_len, self.seed = history_len, seed
+        self.data: PreparedData | None = None
+        self.split: Split | None = None
+
+    # -- preparation -------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        self.load()
+
+    def setup(self, stage: str | None = None) -> None:
+        self.load()
+
+    def load(self) -> PreparedData:
+        """Prepare (or load from cache) and split; idempotent."""
+        if self.data is None:
+            self.data = prepare(self.reader, self.preparation, self.cache_dir, self.name)
+            self.split = self.split_fn(self.data)
+        return self.data
+
+    @property
+    def num_items(self) -> int:
+        return self.load().num_items
+
+    # -- cases ---------------------------------------------------------------------------------
+    def train_cases(self) -> CaseBatches:
+        data = self.load()
+        ends, starts = train_case_ends(data.offsets[:-1], self.split.train_end, self.max_len, self.train_windows)
+        if len(ends) == 0:
+            raise ConfigError(f"dataset '{self.name}': the split leaves no training targets (users need more events)")
+        return CaseBatches(data, ends, starts, self.max_len, self.history_len, evaluation=False)
+
+    def eval_cases(self, stage: str) -> CaseBatches:
+        data = self.load()
+        targets = self.split.val_targets if stage == "val" else self.split.test_targets
+        starts = data.offsets[data.user_of_event[targets]] if len(targets) else targets
+        return CaseBatches(data, targets, starts, self.max_len, self.history_len, evaluation=True)
+
+    def train_events_mask(self) -> np.ndarray:
+        """[E] bool: which events are training events (for count-based baselines)."""
+        data = self.load()
+        idx = np.arange(data.num_events)
+        return idx < self.split.train_end[data.user_of_event]
+
+    # -- loaders -------------------------------------------------------------------------------
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _loader(self, cases: CaseBatches, batch_size: int, train: bool) -> DataLoader:
+        rank, world = self._rank_world()
+        sampler = ShardedBatchSampler(len(cases), batch_size, shuffle=train, seed=self.seed, rank=rank, world=world, pad=train)
+        return DataLoader(
+            cases,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_cases(), self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_cases("val"), self.eval_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_cases("test"), self.eval_batch_size, train=False)
+
+    def summary(self) -> dict:
+        data = self.load()
+        return {
+            "dataset": self.name,
+            "users": data.num_users,
+            "items": data.num_items,
+            "events": data.num_events,
+            "split": self.split.description,
+            "train_cases": len(self.train_cases()),
+            "val_cases": len(self.split.val_targets),
+            "test_cases": len(self.split.test_targets),
+        }

@@ -1,0 +1,73 @@
+"""The contract every dataset reader fulfils.
+
+A reader turns files in some on-disk format into the canonical tables:
+
+events (polars.DataFrame), one row per interaction, in file order:
+    user_id    any hashable raw id (kept as read: int or str)
+    item_id    any hashable raw id
+    timestamp  pl.Datetime("us", "UTC"), or the column is absent for datasets without time
+               (the benchmark text files); then the order in the file is the time order
+    event_type optional pl.Utf8 (view / cart / buy / ...)
+    category   optional pl.Utf8 (one category per event, e.g. the item's category)
+    rating     optional pl.Float64
+    any other columns are context features and are kept
+
+items (polars.DataFrame or None):
+    item_id    same raw id type as in events
+    title      optional pl.Utf8 (item text)
+    category   optional pl.Utf8
+
+Readers only read: they never write next to or modify the raw files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+
+@dataclass
+class RawDataset:
+    """Canonical tables read from one source, plus the files they came from."""
+
+    events: pl.DataFrame
+    items: pl.DataFrame | None = None
+    source_files: list[Path] = field(default_factory=list)
+    name: str = "dataset"
+
+    @property
+    def has_time(self) -> bool:
+        return "timestamp" in self.events.columns
+
+
+class DatasetReader:
+    """Base class of all readers: subclasses implement :meth:`read`.
+
+    ``fingerprint`` identifies the input for the preparation cache: by default the
+    path, size and modification time of every source file plus the reader's own settings.
+    """
+
+    name: str = "dataset"
+
+    def read(self) -> RawDataset:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def source_files(self) -> list[Path]:
+        """The files :meth:`read` would open (used for the cache fingerprint)."""
+        return []
+
+    def settings(self) -> dict:
+        """The reader's settings that change what it returns (used for the cache fingerprint)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update(type(self).__qualname__.encode())
+        h.update(repr(sorted((k, repr(v)) for k, v in self.settings().items())).encode())
+        for path in self.source_files():
+            st = Path(path).stat()
+            h.update(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:16]

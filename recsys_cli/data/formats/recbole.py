@@ -1,0 +1,196 @@
+"""RecBole atomic files (``<name>.inter`` and optional ``<name>.item``).
+
+Tab-separated, one typed header line such as
+``user_id:token	item_id:token	rating:float	timestamp:float``. The ``:type`` suffixes are
+stripped; ``token`` fields stay strings (ids as read), ``float`` fields become Float64,
+``token_seq`` / ``float_seq`` fields (space-separated) become lists. ``timestamp`` (float unix
+seconds) becomes the datetime. In ``.item`` a title-like field (``movie_title``, ``title``,
+``item_name``) becomes ``title`` (the words joined by spaces) and the first token of
+``class`` / ``categories`` / ``category`` becomes ``category``. No quoting is used by RecBole,
+so quotes are kept as text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from recsys_cli.data.formats import canonical as C
+from recsys_cli.data.formats.base import DatasetReader, RawDataset
+from recsys_cli.errors import DataError
+
+TYPES = {
+    "token": pl.String,
+    "float": pl.Float64,
+    "token_seq": pl.String,
+    "float_seq": pl.String,
+}
+TITLE_FIELDS = ("movie_title", "title", "item_name", "name")
+CATEGORY_FIELDS = ("class", "categories", "category", "genre", "genres")
+DOWNLOAD = (
+    "get atomic files from https://github.com/RUCAIBox/RecSysDatasets "
+    "(list: https://recbole.io/dataset_list.html)"
+)
+
+
+def _header(path: Path, encoding: str) -> list[tuple[str, str]]:
+    """[(name, type)] from a RecBole header line; DataError naming the bad field."""
+    line = C.first_line(path, encoding)
+    fields = line.split("\t")
+    if len(fields) == 1 and any(s in line for s in (" ", ",", ";")) and line.count(":") > 1:
+        raise DataError(
+            f"{path} line 1: one field when split on tab: {C._short(line, 80)}; wrong separator? "
+            "RecBole atomic files are tab-separated"
+        )
+    out = []
+    for field in fields:
+        name, sep, kind = field.strip().rpartition(":")
+        if not sep or not name:
+            raise DataError(
+                f"{path} line 1: header field {field!r} has no ':type' suffix; RecBole headers look like "
+                "'user_id:token<TAB>item_id:token<TAB>timestamp:float'"
+            )
+        if kind not in TYPES:
+            raise DataError(
+                f"{path} line 1: header field {field!r} has unknown type {kind!r}; "
+                f"expected one of {', '.join(TYPES)}"
+            )
+        out.append((name, kind))
+    return out
+
+
+def _read_atomic(
+    path: Path, encoding: str, required: list[str], what: str
+) -> tuple[pl.DataFrame, dict[str, str]]:
+    """The file with the ':type' suffixes stripped, and {name: type}."""
+    C.require_file(path, what, DOWNLOAD)
+    fields = _header(path, encoding)
+    raw_names = [f"{n}:{k}" for n, k in fields]
+    kinds = dict(fields)
+    missing = [r for r in required if r not in kinds]
+    if missing:
+        raise DataError(
+            f"{path}: missing field(s) {', '.join(missing)}; expected {', '.join(required)}, found "
+            f"{C._fmt_list(list(kinds))}; set data.reader.user_field / item_field / time_field to the "
+            "names this file uses"
+        )
+    df = C.read_csv(
+        path,
+        separator="\t",
+        dtypes={raw: TYPES[k] for raw, (_, k) in zip(raw_names, fields, strict=True)},
+        quote_char=None,
+        encoding=encoding,
+        what=what,
+    )
+    return df.rename(dict(zip(df.columns, [n for n, _ in fields], strict=True))), kinds
+
+
+def _sequences(df: pl.DataFrame, kinds: dict[str, str], keep_text: set[str]) -> pl.DataFrame:
+    """Split token_seq / float_seq fields (except ``keep_text``) into lists."""
+    exprs = []
+    for name, kind in kinds.items():
+        if name in keep_text or name not in df.columns:
+            continue
+        if kind == "token_seq":
+            exprs.append(pl.col(name).cast(pl.String).str.split(" "))
+        elif kind == "float_seq":
+            exprs.append(
+                pl.col(name).cast(pl.String).str.split(" ").cast(pl.List(pl.Float64), strict=False)
+            )
+    return df.with_columns(exprs) if exprs else df
+
+
+class RecBoleReader(DatasetReader):
+    """Reads a folder of RecBole atomic files ``<dataset>.inter`` (+ ``<dataset>.item``)."""
+
+    name = "recbole"
+
+    def __init__(
+        self,
+        path: str,
+        dataset: str | None = None,
+        encoding: str = "utf-8",
+        user_field: str = "user_id",
+        item_field: str = "item_id",
+        time_field: str = "timestamp",
+    ):
+        self.path = str(path)
+        self.dataset = None if dataset in (None, "") else str(dataset)
+        self.encoding = C.normalize_encoding(encoding)
+        self.user_field, self.item_field, self.time_field = user_field, item_field, time_field
+
+    def _files(self) -> tuple[str, Path, Path | None]:
+        p = Path(self.path)
+        dataset = self.dataset
+        if p.is_file() and p.suffix == ".inter":
+            p, dataset = p.parent, dataset or p.stem
+        C.require_dir(p, "RecBole atomic files <name>.inter (+ <name>.item)", DOWNLOAD)
+        name = dataset or p.name
+        inter = p / f"{name}.inter"
+        if not inter.is_file() and dataset is None:
+            found = sorted(p.glob("*.inter"))
+            if len(found) == 1:
+                inter, name = found[0], found[0].stem
+            else:
+                raise DataError(
+                    f"{p}: no {name}.inter (found .inter files: {C._fmt_list([f.name for f in found])}); "
+                    "set data.reader.dataset to the dataset name (the file name without .inter)"
+                )
+        C.require_file(inter, f"the RecBole interaction file {name}.inter", DOWNLOAD)
+        item = p / f"{name}.item"
+        return name, inter, item if item.is_file() else None
+
+    def source_files(self) -> list[Path]:
+        _, inter, item = self._files()
+        return [inter] + ([item] if item else [])
+
+    def read(self) -> RawDataset:
+        name, inter, item_path = self._files()
+        df, kinds = _read_atomic(
+            inter,
+            self.encoding,
+            [self.user_field, self.item_field],
+            f"a RecBole .inter file ({self.user_field}:token, {self.item_field}:token, ...)",
+        )
+        time = self.time_field if self.time_field in kinds else None
+        if time is not None and kinds[time] not in ("float", "token"):
+            raise DataError(
+                f"{inter}: field {time!r} has type {kinds[time]}; expected float unix seconds"
+            )
+        df = _sequences(df, kinds, {self.user_field, self.item_field})
+        events = C.build_events(
+            df,
+            C.Where(inter),
+            user=self.user_field,
+            item=self.item_field,
+            timestamp=time,
+            unit="s",
+            rating="rating" if "rating" in kinds and kinds["rating"] == "float" else None,
+        )
+        items = self._items(item_path) if item_path is not None else None
+        events = C.finish_events(C.attach_item_category(events, items), inter)
+        return RawDataset(events=events, items=items, source_files=self.source_files(), name=name)
+
+    def _items(self, path: Path) -> pl.DataFrame:
+        df, kinds = _read_atomic(
+            path,
+            self.encoding,
+            [self.item_field],
+            f"a RecBole .item file ({self.item_field}:token, ...)",
+        )
+        title = next((f for f in TITLE_FIELDS if f in kinds), None)
+        cat = next((f for f in CATEGORY_FIELDS if f in kinds), None)
+        keep = {self.item_field} | ({title} if title else set())
+        df = _sequences(df, kinds, keep)
+        if cat is not None:
+            first = pl.col(cat)
+            first = first.list.first() if kinds[cat] == "token_seq" else first.cast(pl.String)
+            df = df.with_columns(first.alias("_category"))
+        return C.build_items(
+            df,
+            C.Where(path),
+            item=self.item_field,
+            title=title,
+            category="_category" if cat is not None else None,
+        )

@@ -1,0 +1,184 @@
+"""Generic tabular logs: CSV (any separator, optionally gzip) or Parquet, with a column mapping.
+
+``columns`` maps the canonical names to the file's columns, for example
+``{user: visitor, item: sku, timestamp: ts, event_type: action}``; ``user`` and ``item`` are
+required, ``timestamp`` / ``event_type`` / ``category`` / ``rating`` optional (without
+``timestamp`` the file order is the time order). Every other file column is kept as context.
+
+Timestamps (``timestamp_unit``): ``s`` / ``ms`` / ``us`` / ``ns`` since 1970 (integer or float),
+``iso`` date-time strings (naive means UTC; ``timestamp_format`` gives a strftime format), or
+``auto``: native datetimes as they are, strings as numbers when numeric else ISO, numbers by
+magnitude (1e8..1e11 seconds, 1e11..1e14 milliseconds, ...), raising a DataError naming the
+option when the range fits neither.
+
+An optional items file (``items_path``, CSV or Parquet) with ``item_columns``
+(``{item: ..., title: ..., category: ...}``; by default the events' item column name and the
+columns literally named ``title`` / ``category``) becomes the items table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from recsys_cli.data.formats import canonical as C
+from recsys_cli.data.formats.base import DatasetReader, RawDataset
+from recsys_cli.errors import ConfigError, DataError
+
+EVENT_KEYS = {
+    "user": "user_id",
+    "user_id": "user_id",
+    "item": "item_id",
+    "item_id": "item_id",
+    "timestamp": "timestamp",
+    "time": "timestamp",
+    "event_type": "event_type",
+    "event": "event_type",
+    "category": "category",
+    "rating": "rating",
+}
+ITEM_KEYS = {"item": "item_id", "item_id": "item_id", "title": "title", "category": "category"}
+PARQUET = (".parquet", ".pq")
+
+
+def _mapping(
+    value: object, allowed: dict[str, str], key: str, required: tuple[str, ...]
+) -> dict[str, str]:
+    """{canonical name: file column} from a config mapping; ConfigError for unknown keys."""
+    raw = C.config_dict(value, key)
+    out: dict[str, str] = {}
+    for k, v in raw.items():
+        if k not in allowed:
+            raise ConfigError(
+                f"{key}.{k}: unknown key; use {', '.join(sorted(set(allowed)))} "
+                "(other file columns are kept as they are)"
+            )
+        if v is not None and v != "":
+            out[allowed[k]] = v
+    missing = [r for r in required if r not in out]
+    if missing:
+        raise ConfigError(
+            f"{key} needs {', '.join(k.removesuffix('_id') for k in missing)}: e.g. "
+            f"{key}={{user: user_id, item: item_id, timestamp: timestamp}}"
+        )
+    return out
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.name.lower().endswith(PARQUET)
+
+
+class TabularReader(DatasetReader):
+    """Reads any CSV / Parquet event log given a column mapping."""
+
+    name = "tabular"
+
+    def __init__(
+        self,
+        path: str,
+        columns: dict,
+        timestamp_unit: str = "auto",
+        separator: str = ",",
+        items_path: str | None = None,
+        item_columns: dict | None = None,
+        encoding: str = "utf-8",
+        timestamp_format: str | None = None,
+        invalid_timestamps: str = "error",
+    ):
+        self.path = str(path)
+        self.columns = _mapping(columns, EVENT_KEYS, "data.columns", ("user_id", "item_id"))
+        self.timestamp_unit = C.check_choice(
+            str(timestamp_unit), C.TIME_UNITS, "data.reader.timestamp_unit"
+        )
+        self.separator = C.normalize_separator(separator)
+        self.items_path = None if items_path in (None, "") else str(items_path)
+        self.item_columns = _mapping(item_columns, ITEM_KEYS, "data.reader.item_columns", ())
+        self.encoding = C.normalize_encoding(encoding)
+        self.timestamp_format = timestamp_format or None
+        self.invalid_timestamps = C.check_choice(
+            invalid_timestamps, C.INVALID_TIMESTAMPS, "data.reader.invalid_timestamps"
+        )
+
+    # -- files -----------------------------------------------------------------------------
+    def _paths(self) -> tuple[Path, Path | None]:
+        p = Path(self.path)
+        what = "an event log (.csv, .tsv, .txt, .csv.gz or .parquet)"
+        if not p.exists() and not p.parent.is_dir():
+            C.require_dir(p.parent, what)
+        C.require_file(p, what, "set data.path to the file")
+        items = Path(self.items_path) if self.items_path else None
+        if items is not None:
+            C.require_file(items, "an items table (.csv or .parquet)", "set data.reader.items_path")
+        return p, items
+
+    def source_files(self) -> list[Path]:
+        events, items = self._paths()
+        return [events] + ([items] if items else [])
+
+    def _load(self, path: Path, required: list[str], hint: str) -> tuple[pl.DataFrame, C.Where]:
+        if _is_parquet(path):
+            try:
+                df = pl.read_parquet(path)
+            except (pl.exceptions.PolarsError, OSError) as exc:
+                raise DataError(
+                    f"{path}: cannot read it as Parquet ({C._one_line(exc)}); is it a Parquet file? "
+                    "CSV files need a .csv/.tsv/.txt name"
+                ) from None
+            C.require_columns(df.columns, required, path, hint=hint)
+            if df.height == 0:
+                raise DataError(f"{path} has no rows; expected an event log")
+            return df, C.Where(path, first_line=1, kind="row")
+        df = C.read_csv(
+            path,
+            separator=self.separator,
+            required=required,
+            encoding=self.encoding,
+            what=f"a CSV file separated by {C.sep_name(self.separator)}",
+            hint=hint,
+        )
+        return df, C.Where(path)
+
+    # -- reading ---------------------------------------------------------------------------
+    def read(self) -> RawDataset:
+        path, items_path = self._paths()
+        cols = self.columns
+        df, where = self._load(
+            path,
+            list(dict.fromkeys(cols.values())),
+            "set data.columns.<name> to the file's column names",
+        )
+        labels = {v: v for v in cols.values()}
+        events = C.build_events(
+            df,
+            where,
+            user=cols["user_id"],
+            item=cols["item_id"],
+            timestamp=cols.get("timestamp"),
+            unit=self.timestamp_unit,
+            event_type=cols.get("event_type"),
+            category=cols.get("category"),
+            rating=cols.get("rating"),
+            labels=labels,
+            unit_key="data.reader.timestamp_unit",
+            time_format=self.timestamp_format,
+            on_invalid=self.invalid_timestamps,
+            drop_key="data.reader.invalid_timestamps",
+        )
+        items = self._items(items_path) if items_path is not None else None
+        events = C.finish_events(C.attach_item_category(events, items), path)
+        return RawDataset(
+            events=events, items=items, source_files=self.source_files(), name=path.stem
+        )
+
+    def _items(self, path: Path) -> pl.DataFrame:
+        spec = dict(self.item_columns)
+        item = spec.get("item_id", self.columns["item_id"])
+        df, where = self._load(
+            path,
+            [item, *(v for k, v in spec.items() if k != "item_id")],
+            "set data.reader.item_columns.<name> to the items file's column names",
+        )
+        title = spec.get("title", "title" if "title" in df.columns else None)
+        category = spec.get("category", "category" if "category" in df.columns else None)
+        return C.build_items(df, where, item=item, title=title, category=category)

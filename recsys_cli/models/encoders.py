@@ -1,0 +1,92 @@
+"""Sequence encoders: one interface, ``forward(x, mask) -> hidden states``.
+
+Every encoder maps embedded inputs ``x`` [B, L, D] (left-padded, newest event last) and a validity
+mask [B, L] to causal hidden states [B, L, D]: position i depends on positions <= i only. Which
+encoder is used is chosen by config (``model/encoder=gru|lstm|transformer``), built with
+``_target_``; the recommender never branches on the encoder type.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RNNEncoder(nn.Module):
+    """GRU or LSTM over the sequence (GRU4Rec-style when used with the dense objective)."""
+
+    def __init__(self, dim: int, num_layers: int = 1, dropout: float = 0.1, cell: str = "gru"):
+        super().__init__()
+        cells = {"gru": nn.GRU, "lstm": nn.LSTM}
+        if cell not in cells:
+            from recsys_cli.errors import ConfigError
+
+            raise ConfigError(f"model.encoder.cell={cell!r}: valid cells are {sorted(cells)}")
+        self.rnn = cells[cell](
+            dim, dim, num_layers=num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # Left padding: padded steps come first and see only zeros, so real steps are unaffected
+        # by how much padding precedes them except through a fixed initial state.
+        out, _ = self.rnn(self.dropout(x * mask.unsqueeze(-1)))
+        return self.norm(out)
+
+
+class CausalSelfAttentionBlock(nn.Module):
+    """Pre-norm Transformer block with causal multi-head attention (SASRec-like)."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float, ffn_mult: int = 4):
+        super().__init__()
+        if dim % num_heads:
+            from recsys_cli.errors import ConfigError
+
+            raise ConfigError(f"model.encoder.num_heads={num_heads} must divide model.dim={dim}")
+        self.num_heads = num_heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_mult * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_mult * dim, dim)
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.attn_dropout = dropout
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(B, L, 3, self.num_heads, D // self.num_heads).unbind(2)
+        # [B, L, h, d] -> [B, h, L, d]
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        a = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.attn_dropout if self.training else 0.0
+        )
+        x = x + self.dropout(self.proj(a.transpose(1, 2).reshape(B, L, D)))
+        return x + self.dropout(self.ffn(self.norm2(x)))
+
+
+class TransformerEncoder(nn.Module):
+    """Causal Transformer with learned positions counted back from the newest event."""
+
+    def __init__(self, dim: int, max_len: int, num_layers: int = 2, num_heads: int = 2, dropout: float = 0.2):
+        super().__init__()
+        self.positions = nn.Embedding(max_len, dim)
+        self.blocks = nn.ModuleList(CausalSelfAttentionBlock(dim, num_heads, dropout) for _ in range(num_layers))
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape
+        pos = self.positions(torch.arange(L, device=x.device))  # [L, D]
+        h = self.dropout((x + pos) * mask.unsqueeze(-1))
+        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+        # [B, 1, L, L]: attend to valid earlier events; a padded row attends to itself only so the
+        # softmax is defined (its output is masked out downstream).
+        attn_mask = (causal & mask[:, None, :]) | torch.eye(L, dtype=torch.bool, device=x.device)
+        attn_mask = attn_mask.unsqueeze(1)
+        for block in self.blocks:
+            h = block(h, attn_mask)
+        return self.norm(h) * mask.unsqueeze(-1)

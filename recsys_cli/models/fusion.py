@@ -1,0 +1,95 @@
+"""Fusion of the encoder state with the per-scale vectors into one user state.
+
+Every fusion takes the anchor's encoder state ``h`` [B, L, D] and the scale vectors ``v``
+[B, S, L, D] and returns the user state [B, L, D] plus the weight it gave each scale ([S], detached,
+for logging: which scale matters). ``keep`` [S] bool removes scales (ablation): a removed scale's
+vector is zeroed and it gets no weight. With no scales at all, the user state is ``h``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Fusion(nn.Module):
+    """Base: subclasses implement :meth:`combine`; this handles ablation and the empty case."""
+
+    def __init__(self, dim: int, num_scales: int, dropout: float = 0.1):
+        super().__init__()
+        self.dim, self.num_scales = dim, num_scales
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, h: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.num_scales == 0:
+            return h, h.new_zeros(0)
+        if keep is None:
+            keep = torch.ones(self.num_scales, dtype=torch.bool, device=h.device)
+        v = v * keep.view(1, -1, 1, 1)
+        mixed, weights = self.combine(h, v, keep)
+        return self.norm(h + self.dropout(mixed)), weights.detach()
+
+    def combine(self, h, v, keep) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class ConcatFusion(Fusion):
+    """MLP over [h; v_1; ...; v_S]; a scale's weight is its share of the first layer's norm."""
+
+    def __init__(self, dim: int, num_scales: int, dropout: float = 0.1):
+        super().__init__(dim, num_scales, dropout)
+        self.mlp = nn.Sequential(nn.Linear((num_scales + 1) * dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def combine(self, h, v, keep):
+        B, S, L, D = v.shape
+        x = torch.cat([h, v.permute(0, 2, 1, 3).reshape(B, L, S * D)], dim=-1)
+        w = self.mlp[0].weight[:, D:].view(-1, S, D).norm(dim=(0, 2)) * keep
+        return self.mlp(x), w / w.sum().clamp(min=1e-12)
+
+
+class WeightedFusion(Fusion):
+    """Learned softmax weights per scale: sum_s w_s v_s."""
+
+    def __init__(self, dim: int, num_scales: int, dropout: float = 0.1):
+        super().__init__(dim, num_scales, dropout)
+        self.logits = nn.Parameter(torch.zeros(num_scales))
+
+    def combine(self, h, v, keep):
+        w = torch.softmax(self.logits.masked_fill(~keep, float("-inf")), dim=0)
+        return torch.einsum("s,bsld->bld", w, v), w
+
+
+class GateFusion(Fusion):
+    """Per-dimension sigmoid gates from [h; v_s]: sum_s g_s * v_s; weight = mean gate."""
+
+    def __init__(self, dim: int, num_scales: int, dropout: float = 0.1):
+        super().__init__(dim, num_scales, dropout)
+        self.gate_h = nn.Linear(dim, num_scales * dim)
+        self.gate_v = nn.Parameter(torch.randn(num_scales, dim, dim) / dim**0.5)
+
+    def combine(self, h, v, keep):
+        B, S, L, D = v.shape
+        g_h = self.gate_h(h).view(B, L, S, D).permute(0, 2, 1, 3)  # [B, S, L, D]
+        g = torch.sigmoid(g_h + torch.einsum("bsld,sde->bsle", v, self.gate_v))
+        g = g * keep.view(1, -1, 1, 1)
+        w = g.mean(dim=(0, 2, 3))
+        return (g * v).sum(1), w / w.sum().clamp(min=1e-12)
+
+
+class AttentionFusion(Fusion):
+    """Attention over the scale vectors with the encoder state as query; weight = attention mass."""
+
+    def __init__(self, dim: int, num_scales: int, dropout: float = 0.1):
+        super().__init__(dim, num_scales, dropout)
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim)
+
+    def combine(self, h, v, keep):
+        logits = torch.einsum("bld,bsld->bls", self.query(h), self.key(v)) / self.dim**0.5
+        attn = torch.softmax(logits.masked_fill(~keep.view(1, 1, -1), float("-inf")), dim=-1)
+        mixed = torch.einsum("bls,bsld->bld", attn, self.value(v))
+        return mixed, attn.mean(dim=(0, 1))

@@ -1,0 +1,70 @@
+"""Training objectives over user states and item embeddings (components, not subclasses).
+
+Each loss takes user states ``z`` [M, D] at the M supervised positions, their targets [M] (item
+ids 1..N) and the item embedding table [N + 1, D] (row 0 = padding, never a candidate).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from recsys_cli.errors import ConfigError
+
+
+class FullSoftmaxCE:
+    """Cross-entropy over the whole catalogue (SASRec+ / "full CE"): the default.
+
+    Logits are built in chunks of ``chunk_size`` positions so memory stays at chunk x N.
+    """
+
+    def __init__(self, chunk_size: int = 4096):
+        self.chunk_size = chunk_size
+
+    def __call__(self, z: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        candidates = items[1:]  # [N, D]
+        total = z.new_zeros(())
+        for i in range(0, z.shape[0], self.chunk_size):
+            logits = z[i : i + self.chunk_size] @ candidates.T  # [m, D] @ [D, N] -> [m, N]
+            total = total + F.cross_entropy(logits.float(), targets[i : i + self.chunk_size] - 1, reduction="sum")
+        return total / max(z.shape[0], 1)
+
+
+class SampledSoftmax:
+    """Softmax over the target and ``num_negatives`` uniformly sampled items shared by the batch.
+
+    Negatives equal to a row's target are masked out (no accidental hits). Uniform sampling needs
+    no logQ correction.
+    """
+
+    def __init__(self, num_negatives: int = 256, seed: int = 0):
+        if num_negatives < 1:
+            raise ConfigError(f"loss.num_negatives={num_negatives}: use at least 1")
+        self.num_negatives = num_negatives
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, z: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        n = items.shape[0] - 1
+        neg = torch.randint(1, n + 1, (self.num_negatives,), generator=self.generator).to(z.device)
+        pos_logit = (z * items[targets]).sum(-1, keepdim=True)  # [M, 1]
+        neg_logit = z @ items[neg].T  # [M, K]
+        neg_logit = neg_logit.masked_fill(neg[None, :] == targets[:, None], float("-inf"))
+        logits = torch.cat([pos_logit, neg_logit], dim=1).float()
+        return F.cross_entropy(logits, torch.zeros_like(targets))
+
+
+class BCEOneNegative:
+    """Binary cross-entropy with one uniformly sampled negative per position (original SASRec)."""
+
+    def __init__(self, seed: int = 0):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, z: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        n = items.shape[0] - 1
+        neg = torch.randint(1, n + 1, targets.shape, generator=self.generator).to(z.device)
+        pos = (z * items[targets]).sum(-1).float()
+        negl = (z * items[neg]).sum(-1).float()
+        valid = (neg != targets).float()
+        loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="none")
+        loss = loss + valid * F.binary_cross_entropy_with_logits(negl, torch.zeros_like(negl), reduction="none")
+        return loss.mean()

@@ -1,0 +1,363 @@
+"""Full-ranking evaluation metrics for next-item recommendation (never sampled).
+
+Every evaluated case has one target item and a score for every item of the catalogue. Scores are
+``[B, N + 1]`` tensors whose column 0 is the padding item: it never counts as a recommendation.
+Items are ranked by score, descending, ties broken by item index (smaller index first), so ranks
+are deterministic and the same on every device. Items scored ``-inf`` (seen items after
+:func:`mask_seen`) are never recommended: a target scored ``-inf`` gets rank ``N`` and is never a hit.
+
+:class:`RankingMetrics` accumulates HR@K, NDCG@K, MRR@K, Recall@K and coverage@K over batches. It
+keeps only float64 sums, a case count and one boolean "recommended at least once" flag per item and
+K, never a ``[cases, N]`` matrix; the ``[B, N]`` work is per batch. :func:`sync_distributed`
+all-reduces that state so that under DDP every rank computes the single-process numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from recsys_cli.errors import ConfigError
+
+__all__ = ["RankingMetrics", "mask_seen", "sync_distributed", "target_ranks"]
+
+_METRIC_NAMES = ("hr", "ndcg", "mrr", "recall", "coverage")
+
+
+def _check_ids(ids: Tensor, low: int, high: int, what: str) -> None:
+    """Raise ValueError unless every id lies in ``low..high`` (one host sync)."""
+    if ids.numel() == 0:
+        return
+    bad = torch.logical_or(ids < low, ids > high).any()
+    if bool(bad):
+        raise ValueError(
+            f"{what}: ids must lie in {low}..{high}, got values in "
+            f"{int(ids.min())}..{int(ids.max())}"
+        )
+
+
+def _check_scores(scores: Tensor) -> None:
+    if scores.dim() != 2 or scores.shape[1] < 2:
+        raise ValueError(
+            f"scores must have shape [B, N+1] with N >= 1 (column 0 = padding), "
+            f"got {tuple(scores.shape)}"
+        )
+    if not scores.is_floating_point():
+        raise ValueError(f"scores must be a floating-point tensor, got {scores.dtype}")
+
+
+def mask_seen(scores: Tensor, seen: Tensor) -> Tensor:
+    """Set the scores of seen items and of the padding column 0 to ``-inf``, in place.
+
+    Args:
+        scores: ``[B, N+1]`` float scores; modified in place and returned.
+        seen: ``[B, S]`` integer item ids in ``0..N``, padded with 0 (``S`` may be 0).
+    """
+    _check_scores(scores)
+    if seen.dim() != 2 or seen.shape[0] != scores.shape[0]:
+        raise ValueError(
+            f"seen must have shape [B, S] with B={scores.shape[0]}, got {tuple(seen.shape)}"
+        )
+    num_items = scores.shape[1] - 1
+    if seen.shape[1] > 0:
+        seen = seen.to(device=scores.device, dtype=torch.long)
+        _check_ids(seen, 0, num_items, "seen")
+        scores.scatter_(1, seen, float("-inf"))
+    scores[:, 0] = float("-inf")
+    return scores
+
+
+def _ranks(items: Tensor, targets0: Tensor) -> Tensor:
+    """0-based ranks of ``targets0`` (0-based columns of ``items``: [B, N], no padding column)."""
+    num_items = items.shape[1]
+    target_scores = items.gather(1, targets0.unsqueeze(1))  # [B, 1]
+    above = (items > target_scores).sum(dim=1)
+    column = torch.arange(num_items, device=items.device)
+    tied_before = ((items == target_scores) & (column < targets0.unsqueeze(1))).sum(dim=1)
+    ranks = above + tied_before
+    # A target scored -inf (filtered) or NaN is never recommended: rank N, never a hit.
+    recommendable = target_scores.squeeze(1) > float("-inf")
+    return torch.where(recommendable, ranks, torch.full_like(ranks, num_items))
+
+
+def target_ranks(scores: Tensor, targets: Tensor) -> Tensor:
+    """0-based rank of each target among items ``1..N`` (column 0, the padding item, is ignored).
+
+    ``rank = #(items scored higher) + #(items scored equal with a smaller index)``; a target whose
+    own score is ``-inf`` (or NaN) gets rank ``N``.
+
+    Args:
+        scores: ``[B, N+1]`` float scores.
+        targets: ``[B]`` integer item ids in ``1..N``.
+
+    Returns:
+        ``[B]`` long ranks on the device of ``scores``.
+    """
+    _check_scores(scores)
+    if targets.shape != (scores.shape[0],):
+        raise ValueError(
+            f"targets must have shape [B] with B={scores.shape[0]}, got {tuple(targets.shape)}"
+        )
+    targets = targets.to(device=scores.device, dtype=torch.long)
+    _check_ids(targets, 1, scores.shape[1] - 1, "targets")
+    return _ranks(scores[:, 1:], targets - 1)
+
+
+def _top_k_mask(items: Tensor, kth_values: Tensor, k: int) -> Tensor:
+    """``[B, N]`` bool: the items whose rank (score desc, index asc) is ``< k``, ``-inf`` excluded.
+
+    ``kth_values`` is the ``[B, 1]`` k-th largest score of each row. Every item scored above it is
+    in the top k; of the items tied with it, the ones with the smallest indices fill the rest.
+    """
+    above = items > kth_values
+    tied = items == kth_values
+    free_slots = k - above.sum(dim=1, keepdim=True)
+    tied_in = tied & (torch.cumsum(tied, dim=1, dtype=torch.int32) <= free_slots)
+    return (above | tied_in) & (items > float("-inf"))
+
+
+def _validated_ks(ks: Sequence[int], num_items: int) -> tuple[int, ...]:
+    if isinstance(ks, (str, bytes)) or not hasattr(ks, "__iter__"):
+        raise ConfigError(f"metrics.ks: expected a list of integers such as [10, 20], got {ks!r}")
+    values = []
+    for k in ks:
+        if isinstance(k, bool):
+            raise ConfigError(f"metrics.ks: K={k!r} is not an integer; use e.g. [10, 20]")
+        try:
+            k_int = operator.index(k)
+        except TypeError:
+            raise ConfigError(f"metrics.ks: K={k!r} is not an integer; use e.g. [10, 20]") from None
+        if k_int < 1:
+            raise ConfigError(f"metrics.ks: K={k_int} must be at least 1; use K >= 1")
+        if k_int > num_items:
+            raise ConfigError(
+                f"metrics.ks: K={k_int} is larger than the catalogue ({num_items} items); "
+                f"use K <= {num_items}"
+            )
+        values.append(k_int)
+    if not values:
+        raise ConfigError("metrics.ks: the list is empty; give at least one K, e.g. [10]")
+    return tuple(sorted(set(values)))
+
+
+class RankingMetrics:
+    """Accumulates HR@K, NDCG@K, MRR@K, Recall@K, coverage@K over batches; one target per case.
+
+    Per case with 0-based target rank ``r`` and cut-off ``K``: ``hr = recall = [r < K]``,
+    ``ndcg = [r < K] / log2(r + 2)``, ``mrr = [r < K] / (r + 1)``. ``compute`` averages them over
+    cases. ``coverage@K`` is the number of distinct items that appear in at least one case's
+    top-K, divided by ``num_items``.
+
+    State (see :meth:`state`): ``count`` (int64 scalar), ``hr``/``ndcg``/``mrr`` (float64 ``[len(ks)]``
+    sums) and ``covered`` (bool ``[len(ks), num_items]``, item ``i`` at column ``i - 1``). It lives
+    on ``device`` if given, else on the device of the first :meth:`update`.
+
+    Raises:
+        ConfigError: if ``ks`` is empty, or some K is not an integer, ``< 1`` or ``> num_items``.
+    """
+
+    def __init__(
+        self, ks: Sequence[int], num_items: int, device: torch.device | str | None = None
+    ) -> None:
+        try:
+            n = operator.index(num_items)
+        except TypeError:
+            n = 0
+        if isinstance(num_items, bool) or n < 1:
+            raise ValueError(f"num_items must be a positive integer, got {num_items!r}")
+        self.num_items = n
+        self.ks = _validated_ks(ks, num_items)
+        self._device = torch.device(device) if device is not None else None
+        self._state: dict[str, Tensor] | None = None
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _zero_state(self, device: torch.device) -> dict[str, Tensor]:
+        nk = len(self.ks)
+        return {
+            "count": torch.zeros((), dtype=torch.int64, device=device),
+            "hr": torch.zeros(nk, dtype=torch.float64, device=device),
+            "ndcg": torch.zeros(nk, dtype=torch.float64, device=device),
+            "mrr": torch.zeros(nk, dtype=torch.float64, device=device),
+            "covered": torch.zeros(nk, self.num_items, dtype=torch.bool, device=device),
+        }
+
+    def _ensure_state(self, device: torch.device | None = None) -> dict[str, Tensor]:
+        if self._state is None:
+            if self._device is None:
+                self._device = device if device is not None else torch.device("cpu")
+            self._state = self._zero_state(self._device)
+        return self._state
+
+    @property
+    def device(self) -> torch.device | None:
+        """Where the state lives (None until the first update when no device was given)."""
+        return self._device
+
+    def state(self) -> dict[str, Tensor]:
+        """Copies of the raw state tensors: ``count``, ``hr``, ``ndcg``, ``mrr``, ``covered``.
+
+        Sums and ``count`` combine by addition, ``covered`` by logical OR (MAX).
+        """
+        return {name: t.clone() for name, t in self._ensure_state().items()}
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        """Replace the state by ``state`` (as returned by :meth:`state`), moved to this device."""
+        own = self._ensure_state()
+        if set(state) != set(own):
+            raise ValueError(f"state keys {sorted(state)} do not match {sorted(own)}")
+        new = {}
+        for name, current in own.items():
+            value = torch.as_tensor(state[name])
+            if value.shape != current.shape:
+                raise ValueError(
+                    f"state[{name!r}] has shape {tuple(value.shape)}, expected "
+                    f"{tuple(current.shape)} (ks={list(self.ks)}, num_items={self.num_items})"
+                )
+            new[name] = value.to(device=current.device, dtype=current.dtype).clone()
+        self._state = new
+
+    def merge(self, other: RankingMetrics) -> None:
+        """Add ``other``'s cases to this accumulator (sums add, coverage flags OR)."""
+        if self.ks != other.ks or self.num_items != other.num_items:
+            raise ValueError(
+                f"cannot merge metrics with ks={list(other.ks)}, num_items={other.num_items} "
+                f"into ks={list(self.ks)}, num_items={self.num_items}"
+            )
+        if other._state is None:
+            return
+        own = self._ensure_state(other._state["count"].device)
+        for name, value in other._state.items():
+            value = value.to(own[name].device)
+            if name == "covered":
+                own[name] |= value
+            else:
+                own[name] += value
+
+    def reset(self) -> None:
+        """Forget all cases (the state stays on its device)."""
+        if self._state is not None:
+            for t in self._state.values():
+                t.zero_()
+
+    @property
+    def count(self) -> int:
+        """Number of cases accumulated so far."""
+        return 0 if self._state is None else int(self._state["count"])
+
+    # -- accumulation ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def update(self, scores: Tensor, targets: Tensor, seen: Tensor | None = None) -> None:
+        """Accumulate one batch.
+
+        Args:
+            scores: ``[B, N+1]`` raw scores (column 0 = padding, ignored); not modified.
+            targets: ``[B]`` integer target item ids in ``1..N``.
+            seen: optional ``[B, S]`` item ids padded with 0 to filter out (as in :func:`mask_seen`);
+                a seen target is never a hit.
+        """
+        _check_scores(scores)
+        if scores.shape[1] != self.num_items + 1:
+            raise ValueError(
+                f"scores have {scores.shape[1]} columns, expected num_items + 1 = "
+                f"{self.num_items + 1} (column 0 = padding)"
+            )
+        if targets.shape != (scores.shape[0],):
+            raise ValueError(
+                f"targets must have shape [B] with B={scores.shape[0]}, got {tuple(targets.shape)}"
+            )
+        scores = scores.detach()
+        device = scores.device
+        targets = targets.to(device=device, dtype=torch.long)
+        _check_ids(targets, 1, self.num_items, "targets")
+        if seen is not None:
+            scores = mask_seen(scores.clone(), seen)
+        items = scores[:, 1:]  # [B, N]; item i at column i - 1
+
+        state = self._ensure_state(device)
+        if scores.shape[0] == 0:
+            return
+        ranks = _ranks(items, targets - 1)  # [B]
+
+        ks = torch.tensor(self.ks, device=device)
+        hit = ranks.unsqueeze(0) < ks.unsqueeze(1)  # [nk, B]
+        ranks64 = ranks.to(torch.float64)
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        ndcg = torch.where(hit, 1.0 / torch.log2(ranks64 + 2.0), zero)
+        mrr = torch.where(hit, 1.0 / (ranks64 + 1.0), zero)
+
+        kth = torch.topk(items, max(self.ks), dim=1, largest=True, sorted=True).values
+        covered = torch.stack(
+            [_top_k_mask(items, kth[:, k - 1 : k], k).any(dim=0) for k in self.ks]
+        )  # [nk, N]
+
+        target_device = state["count"].device
+        state["count"] += scores.shape[0]
+        state["hr"] += hit.sum(dim=1).to(device=target_device, dtype=torch.float64)
+        state["ndcg"] += ndcg.sum(dim=1).to(target_device)
+        state["mrr"] += mrr.sum(dim=1).to(target_device)
+        state["covered"] |= covered.to(target_device)
+
+    # -- results -----------------------------------------------------------------------------
+
+    def compute(self) -> dict[str, float]:
+        """``{"hr@K", "ndcg@K", "mrr@K", "recall@K", "coverage@K"}`` for every K.
+
+        Averages are over cases (NaN when no case was accumulated); coverage is over ``num_items``.
+        """
+        state = self._ensure_state()
+        count = int(state["count"])
+        sums = {
+            "hr": state["hr"].tolist(),
+            "ndcg": state["ndcg"].tolist(),
+            "mrr": state["mrr"].tolist(),
+        }
+        sums["recall"] = sums["hr"]  # one target per case: recall@K == hit@K
+        covered = state["covered"].sum(dim=1).tolist()
+        result: dict[str, float] = {}
+        for name in _METRIC_NAMES:
+            for i, k in enumerate(self.ks):
+                if name == "coverage":
+                    value = covered[i] / self.num_items
+                else:
+                    value = sums[name][i] / count if count else math.nan
+                result[f"{name}@{k}"] = float(value)
+        return result
+
+    def __repr__(self) -> str:
+        return f"RankingMetrics(ks={list(self.ks)}, num_items={self.num_items}, count={self.count})"
+
+
+def sync_distributed(metrics: RankingMetrics) -> None:
+    """All-reduce ``metrics``' state over the default process group; a no-op without one.
+
+    Sums and the case count are summed, coverage flags are combined by MAX (logical OR), so every
+    rank then computes the numbers a single process would have computed over all ranks' cases,
+    provided the ranks evaluated disjoint cases (no duplicates, e.g. no DistributedSampler padding).
+    Every rank must call it (it is a collective), including ranks that saw no case.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    state = metrics.state()
+    if dist.get_backend() == "nccl":
+        comm_device = torch.device("cuda", torch.cuda.current_device())
+    else:
+        comm_device = state["count"].device
+    reduced = {}
+    for name, value in state.items():
+        if name == "covered":
+            flags = value.to(device=comm_device, dtype=torch.uint8)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            reduced[name] = flags.bool()
+        else:
+            value = value.to(comm_device)
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
+            reduced[name] = value
+    metrics.load_state(reduced)
