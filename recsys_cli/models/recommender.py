@@ -55,7 +55,6 @@ class SequenceRecommender(nn.Module):
         S = len(self.scales)
         # share_encoder=False: every scale reads the sequence with an encoder of its own
         self.scale_encoders = nn.ModuleList(encoder() for _ in range(S)) if S and not share_encoder else None
-        self.history_marker = nn.Parameter(torch.zeros(dim))
         self.pooling = (
             MultiScalePooling(
                 self.scales,
@@ -89,12 +88,10 @@ class SequenceRecommender(nn.Module):
         if self.pooling is None:
             z, weights = self.fusion(h, h.new_zeros(h.shape[0], 0, L, self.dim), keep)
         else:
-            older = x[:, :-L] + self.history_marker  # [B, H, D] older events: embeddings only
-            if self.scale_encoders is None:
-                memory = torch.cat([older, h], dim=1)  # [B, T, D]
-            else:  # [B, S, T, D]
-                memory = torch.stack([torch.cat([older, enc(inputs, mask)], dim=1) for enc in self.scale_encoders], 1)
-            v = self.pooling(memory, h, batch)  # [B, S, L, D]
+            states = h
+            if self.scale_encoders is not None:  # [B, S, L, D]: each scale's own encoder
+                states = torch.stack([enc(inputs, mask) for enc in self.scale_encoders], dim=1)
+            v = self.pooling(x, states, batch)  # [B, S, L, D]
             z, weights = self.fusion(h, v, keep)
         self.scale_weights = weights
         return z

@@ -1,17 +1,20 @@
-"""One representation per time scale at every position: pooling over window members.
+"""One representation per time scale at every position.
 
-Given the encoder's hidden states for the ``L`` inputs and the embeddings of the ``H`` older
-carried events (a memory of ``T = H + L`` event vectors), each scale pools the members of its
-window (``recsys_cli.data.windows.window_masks``) into one vector per position:
+Each case carries a memory of ``T = H + L`` events: ``H`` older carried events, then the ``L``
+encoder inputs (newest last). A scale's window at an anchor is the contiguous run
+``[start, anchor]`` of that memory (:func:`recsys_cli.data.windows.window_starts`), so
 
-- ``mean``: masked mean. Windows are contiguous runs ending at the anchor, so the mean is a
-  difference of prefix sums: O(T * D) per case whatever the window lengths;
-- ``attention``: a per-scale query from the anchor's hidden state attends over the window members
-  (target-aware pooling restricted to the window, as in time-interval aware models).
+- the **bag** of the window (mean item embedding of all its events, also those older than the
+  encoder's ``max_len``) is a difference of prefix sums: O(T * D) per case for every scale;
+- the **context** of the window pools the encoder's hidden states of the window members among the
+  encoder inputs: ``attention`` (a per-scale query from the anchor's state, restricted to the
+  window: [B, S, L, L] scores, the size of one attention layer) or ``mean`` (prefix sums again);
+- optional per-window **statistics** (the seed method) come from prefix sums too: event count,
+  distinct items and categories, mean and spread of gaps, event-type histogram, time since the
+  previous event, each squashed to about [0, 1].
 
-Optional per-window statistics (the seed method) are added through a linear projection: event
-count, distinct items and categories, mean and spread of gaps, event-type histogram, time since the
-previous event, each squashed to roughly [0, 1].
+A scale's vector is context + bag + W_stats stats: [B, S, L, D]; the fusion normalises and
+weighs it. Every tensor of that size costs memory traffic, so the path is kept short.
 """
 
 from __future__ import annotations
@@ -21,84 +24,101 @@ import math
 import torch
 from torch import nn
 
-from recsys_cli.data.windows import TimeWindowScale, window_masks
+from recsys_cli.data.windows import TimeWindowScale, window_starts
 from recsys_cli.errors import ConfigError
 
 _GAP_SCALE = math.log1p(365 * 86400.0)  # log-seconds of a year: squashes gaps to ~[0, 1]
 
 
-def _prefix(x: torch.Tensor) -> torch.Tensor:
-    """[B, T, ...] -> [B, T + 1, ...] prefix sums with a leading zero."""
+def prefix_sums(x: torch.Tensor) -> torch.Tensor:
+    """[B, T, F] -> [B, T + 1, F] prefix sums with a leading zero row."""
     return torch.cat([torch.zeros_like(x[:, :1]), x.cumsum(1)], dim=1)
 
 
-def _take(prefix: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """prefix [B, T+1, F], index [B, S, L] -> [B, S, L, F]."""
-    B, S, L = index.shape
-    flat = index.reshape(B, S * L, 1).expand(-1, -1, prefix.shape[-1])
-    return prefix.gather(1, flat).view(B, S, L, -1)
+def window_sum(prefix: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """Sum over ``[start, end)`` from prefix sums: prefix [B, T+1, F], start/end [B, S, L] ->
+    [B, S, L, F]."""
+    B, S, L = start.shape
+    F = prefix.shape[-1]
+
+    def take(index: torch.Tensor) -> torch.Tensor:
+        return prefix.gather(1, index.reshape(B, S * L, 1).expand(-1, -1, F)).view(B, S, L, F)
+
+    return take(end) - take(start)
+
+
+def previous_occurrence(values: torch.Tensor) -> torch.Tensor:
+    """[B, T] -> [B, T]: position of the previous equal value in the row, or -1."""
+    order = torch.sort(values, dim=1, stable=True).indices  # equal values stay in position order
+    ordered = values.gather(1, order)
+    prev_sorted = torch.where(ordered[:, 1:] == ordered[:, :-1], order[:, :-1], -1)
+    prev = torch.full_like(values, -1)
+    return prev.scatter(1, order[:, 1:], prev_sorted)
 
 
 def window_statistics(
-    masks: torch.Tensor,
-    items: torch.Tensor,
-    categories: torch.Tensor,
-    event_types: torch.Tensor,
-    times: torch.Tensor,
+    start: torch.Tensor,
+    batch: dict[str, torch.Tensor],
     num_event_types: int,
     max_events: torch.Tensor,
 ) -> torch.Tensor:
-    """Per-window statistics [B, S, L, F] from window masks [B, S, L, T] and event fields [B, T].
+    """Per-window statistics [B, S, L, F], F = 6 + num_event_types (see the module docstring).
 
-    F = 6 + num_event_types: log count, distinct-item ratio, distinct-category ratio, log mean gap,
-    log gap spread, log time since previous event, event-type shares. Padded anchors give zeros.
+    start: [B, S, L] window starts; batch fields ``items``, ``categories``, ``event_types``,
+    ``times``: [B, T]. Empty windows (padded anchors) give zeros.
     """
-    B, S, L, T = masks.shape
+    times = batch["times"]
+    B, S, L = start.shape
+    T = times.shape[1]
     H = T - L
-    count = masks.sum(-1)  # [B, S, L]
-    safe = count.clamp(min=1).to(times.dtype)
-    end = torch.arange(H + 1, T + 1, device=masks.device).expand(B, S, L)  # exclusive end
-    start = end - count  # window = [start, end) in memory coordinates
+    end = torch.arange(H + 1, T + 1, device=times.device).expand(B, S, L)  # exclusive
+    count = (end - start).clamp(min=0)
+    safe = count.clamp(min=1).float()
 
-    # distinct members: j counts when its previous occurrence (same value) is before the window
     def distinct(values: torch.Tensor) -> torch.Tensor:
-        j = torch.arange(T, device=values.device)
-        same = (values[:, :, None] == values[:, None, :]) & (j[None, :] < j[:, None])  # [B, T(j), T(k)]
-        prev = torch.where(same, j[None, None, :], torch.full_like(same, -1, dtype=torch.long)).amax(-1)
-        first = prev[:, None, None, :] < start[..., None]  # [B, S, L, T]
-        return (masks & first).sum(-1).float() / safe.float()
+        # repeats in [start, anchor] = #{j <= anchor : prev_j >= start} (prev_j >= start implies
+        # j > start). Older memory events (j < H) contribute f(start) = #{j < H : prev_j >= start}
+        # from a reverse cumulative histogram; encoder positions are compared directly.
+        prev = previous_occurrence(values)  # [B, T]
+        hist = torch.zeros(B, T + 1, device=values.device)
+        hist.scatter_add_(1, prev[:, :H] + 1, torch.ones(B, H, device=values.device))
+        at_least = hist[:, 1:].flip(1).cumsum(1).flip(1)  # [B, T]: #{j < H : prev_j >= s}
+        old = at_least.gather(1, start.clamp(max=T - 1).reshape(B, -1)).view(B, S, L)
+        j = torch.arange(L, device=values.device)
+        recent = prev[:, None, None, H:] >= start[..., None]  # [B, S, L(anchor), L(j)]
+        recent = (recent & (j <= j.view(L, 1))).sum(-1)
+        return (count - old - recent).clamp(min=0).float() / safe
 
-    gaps = torch.zeros_like(times, dtype=torch.float64)
-    gaps[:, 1:] = (times[:, 1:] - times[:, :-1]).clamp(min=0).double()
-    gap_sq = _prefix((gaps**2).unsqueeze(-1))
-    t_prefix = times.double()
-    n_gaps = (count - 1).clamp(min=1).double()
-    t_end = t_prefix.gather(1, (end - 1).clamp(min=0).reshape(B, -1)).view(B, S, L)
-    t_start = t_prefix.gather(1, start.clamp(max=T - 1).reshape(B, -1)).view(B, S, L)
-    mean_gap = torch.where(count > 1, (t_end - t_start) / n_gaps, torch.zeros_like(t_end))
-    # gaps inside the window are those of members start+1 .. end-1
-    sq = (_take(gap_sq, end) - _take(gap_sq, (start + 1).clamp(max=T))).squeeze(-1)
-    var = torch.where(count > 1, (sq / n_gaps - mean_gap**2).clamp(min=0), torch.zeros_like(sq))
+    # times relative to the newest event, in float32 (gaps, not absolute epochs, matter)
+    t = (times - times[:, -1:]).float() * (batch["items"] > 0)
+    gaps = torch.zeros_like(t)
+    gaps[:, 1:] = (t[:, 1:] - t[:, :-1]).clamp(min=0) * (batch["items"][:, :-1] > 0)
+    n_gaps = (count - 1).clamp(min=1).float()
+    t_end = t[:, H:].unsqueeze(1).expand(B, S, L)
+    t_start = t.gather(1, start.clamp(max=T - 1).reshape(B, -1)).view(B, S, L)
+    mean_gap = torch.where(count > 1, (t_end - t_start) / n_gaps, 0.0)
+    # the gaps inside a window belong to its members after the first: [start + 1, end)
+    sq = window_sum(prefix_sums((gaps.double() ** 2).unsqueeze(-1)), (start + 1).clamp(max=T), end)
+    var = torch.where(count > 1, (sq.squeeze(-1).float() / n_gaps - mean_gap**2).clamp(min=0), 0.0)
     since_prev = gaps[:, H:].unsqueeze(1).expand(B, S, L)
-
     feats = [
         torch.log1p(count.float()) / torch.log1p(max_events.float()).view(1, S, 1),
-        distinct(items),
-        distinct(categories),
-        (torch.log1p(mean_gap) / _GAP_SCALE).float(),
-        (torch.log1p(var.sqrt()) / _GAP_SCALE).float(),
-        (torch.log1p(since_prev) / _GAP_SCALE).float(),
+        distinct(batch["items"]),
+        distinct(batch["categories"]),
+        torch.log1p(mean_gap) / _GAP_SCALE,
+        torch.log1p(var.sqrt()) / _GAP_SCALE,
+        torch.log1p(since_prev) / _GAP_SCALE,
     ]
     out = torch.stack(feats, dim=-1)
     if num_event_types:
-        onehot = nn.functional.one_hot(event_types.clamp(max=num_event_types), num_event_types + 1)[..., 1:]
-        hist = _take(_prefix(onehot.float()), end) - _take(_prefix(onehot.float()), start)
-        out = torch.cat([out, hist / safe.unsqueeze(-1).float()], dim=-1)
+        types = batch["event_types"].clamp(max=num_event_types)
+        onehot = nn.functional.one_hot(types, num_event_types + 1)[..., 1:].float()
+        out = torch.cat([out, window_sum(prefix_sums(onehot), start, end) / safe.unsqueeze(-1)], -1)
     return out * (count > 0).unsqueeze(-1)
 
 
 class MultiScalePooling(nn.Module):
-    """Pools a memory of event vectors into one vector per scale and position: [B, S, L, D]."""
+    """Scale vectors [B, S, L, D] from event embeddings and encoder states."""
 
     def __init__(
         self,
@@ -121,60 +141,53 @@ class MultiScalePooling(nn.Module):
             self.key = nn.Linear(dim, dim, bias=False)
             self.value = nn.Linear(dim, dim, bias=False)
         if statistics:
-            self.stats_proj = nn.ModuleList(nn.Linear(6 + num_event_types, dim) for _ in range(S))
-        self.norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+            self.stats_proj = nn.Parameter(torch.randn(S, 6 + num_event_types, dim) * 0.1)
 
     def forward(
-        self,
-        memory: torch.Tensor,
-        hidden: torch.Tensor | list[torch.Tensor],
-        batch: dict[str, torch.Tensor],
+        self, embeddings: torch.Tensor, hidden: torch.Tensor, batch: dict[str, torch.Tensor]
     ) -> torch.Tensor:
-        """memory [B, S?, T, D] or [B, T, D] event vectors (older carried events, then encoder
-        states), hidden [B, L, D] anchor states; batch holds ``times``, ``items`` ... of [B, T].
-        Returns [B, S, L, D]."""
+        """embeddings [B, T, D] of every memory event; hidden [B, L, D] encoder states, or
+        [B, S, L, D] when every scale has its own encoder; batch fields [B, T]."""
         valid = batch["items"] > 0
-        B, T = valid.shape
-        L = hidden.shape[1]
-        masks = window_masks(self.scales, batch["times"], valid, L)  # [B, S, L, T]
-        per_scale_memory = memory.dim() == 4
+        B, T, D = embeddings.shape
+        S = len(self.scales)
+        L = hidden.shape[-2]
+        start = window_starts(self.scales, batch["times"], valid, L)  # [B, S, L]
+        end = torch.arange(T - L + 1, T + 1, device=start.device).expand(B, S, L)
+        count = (end - start).clamp(min=1).unsqueeze(-1)  # [B, S, L, 1]
+
+        # bag of the window: prefix[end] is a plain slice (every window ends at its anchor)
+        prefix = prefix_sums(embeddings)  # [B, T + 1, D]
+        older = prefix.gather(1, start.reshape(B, S * L, 1).expand(-1, -1, D)).view(B, S, L, D)
+        out = (prefix[:, T - L + 1 :].unsqueeze(1) - older) / count  # [B, S, L, D]
+
+        shared = hidden.dim() == 3  # one encoder for all scales: [B, L, D], else [B, S, L, D]
+        chunk_start = (start - (T - L)).clamp(min=0)  # window start among the encoder inputs
         if self.pooling == "mean":
-            count = masks.sum(-1, keepdim=True).clamp(min=1)  # [B, S, L, 1]
-            end = torch.arange(T - L + 1, T + 1, device=memory.device).expand(B, len(self.scales), L)
-            start = end - masks.sum(-1)
-            if per_scale_memory:  # [B, S, T, D]: pool each scale over its own memory
-                prefix = _prefix(memory.transpose(0, 1).reshape(-1, T, memory.shape[-1]))
-                prefix = prefix.view(len(self.scales), B, T + 1, -1).transpose(0, 1)
-                idx_e = end.unsqueeze(-1).expand(-1, -1, -1, prefix.shape[-1])
-                idx_s = start.unsqueeze(-1).expand(-1, -1, -1, prefix.shape[-1])
-                pooled = (prefix.gather(2, idx_e) - prefix.gather(2, idx_s)) / count
-            else:
-                prefix = _prefix(memory)
-                pooled = (_take(prefix, end) - _take(prefix, start)) / count
+            hidden_s = hidden.unsqueeze(1).expand(B, S, L, D) if shared else hidden
+            flat = prefix_sums(hidden_s.reshape(B * S, L, D)).view(B, S, L + 1, D)
+            idx = torch.arange(1, L + 1, device=start.device).expand(B, S, L)
+            take = lambda i: flat.gather(2, i.unsqueeze(-1).expand(-1, -1, -1, D))  # noqa: E731
+            n = (idx - chunk_start).clamp(min=1).unsqueeze(-1)
+            out = out + (take(idx) - take(chunk_start)) / n
         else:
-            q = torch.einsum("bld,sde->bsle", hidden, self.query)  # [B, S, L, D]
-            k, v = self.key(memory), self.value(memory)
-            if per_scale_memory:
-                logits = torch.einsum("bsld,bstd->bslt", q, k) / math.sqrt(q.shape[-1])
+            k, v = self.key(hidden), self.value(hidden)
+            if shared:
+                # all scales' queries at once: [B, L, D] @ [D, S*D] -> [B, L, S, D]
+                q = (hidden @ self.query.permute(1, 0, 2).reshape(D, S * D)).view(B, L, S, D)
+                logits = torch.einsum("bisd,bjd->bsij", q, k)  # [B, S, L, L]
             else:
-                logits = torch.einsum("bsld,btd->bslt", q, k) / math.sqrt(q.shape[-1])
-            logits = logits.masked_fill(~masks, float("-inf"))
-            # empty rows (padded anchors) would be NaN: give them a zero distribution
+                q = torch.einsum("bsld,sde->bsle", hidden, self.query)
+                logits = torch.einsum("bsid,bsjd->bsij", q, k)
+            j = torch.arange(L, device=start.device)
+            allowed = (j >= chunk_start[..., None]) & (j <= j.view(1, 1, L, 1))
+            logits = logits.masked_fill(~allowed, float("-inf")) / math.sqrt(D)
             attn = torch.softmax(logits, dim=-1).nan_to_num(0.0)
-            if per_scale_memory:
-                pooled = torch.einsum("bslt,bstd->bsld", attn, v)
+            if shared:
+                out = out + (attn.reshape(B, S * L, L) @ v).view(B, S, L, D)
             else:
-                pooled = torch.einsum("bslt,btd->bsld", attn, v)
+                out = out + attn @ v
         if self.statistics:
-            stats = window_statistics(
-                masks,
-                batch["items"],
-                batch["categories"],
-                batch["event_types"],
-                batch["times"],
-                self.num_event_types,
-                self.max_events,
-            )
-            pooled = pooled + torch.stack([proj(stats[:, s]) for s, proj in enumerate(self.stats_proj)], dim=1)
-        return self.dropout(self.norm(pooled))
+            stats = window_statistics(start, batch, self.num_event_types, self.max_events)
+            out = out + torch.einsum("bslf,sfd->bsld", stats, self.stats_proj)
+        return out

@@ -55,7 +55,7 @@ class TaobaoReader(DatasetReader):
         path = self._file()
         head = C.first_line(path, self.encoding)
         fields = [f.strip().lower() for f in head.split(",")]
-        has_header = bool(fields) and not fields[0].lstrip("-").isdigit()
+        has_header = fields[0] in ("user_id", "userid", "user")
         if has_header and fields != NAMES:
             raise DataError(
                 f"{path} line 1: unexpected header {C._short(head, 80)}; expected no header or "
