@@ -17,6 +17,9 @@ items (polars.DataFrame or None):
     title      optional pl.Utf8 (item text)
     category   optional pl.Utf8
 
+users (polars.DataFrame or None): user features where a format has them (RecBole ``.user``)
+    user_id    same raw id type as in events; other columns as read
+
 Readers only read: they never write next to or modify the raw files.
 """
 
@@ -37,6 +40,7 @@ class RawDataset:
     items: pl.DataFrame | None = None
     source_files: list[Path] = field(default_factory=list)
     name: str = "dataset"
+    users: pl.DataFrame | None = None
 
     @property
     def has_time(self) -> bool:
@@ -64,10 +68,29 @@ class DatasetReader:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     def fingerprint(self) -> str:
+        """Identity of the input: reader type and settings, and per source file its resolved
+        path, size, modification time and a hash of its first and last MiB (so a file rewritten
+        with the same size and a restored mtime still gets a new fingerprint)."""
         h = hashlib.sha256()
         h.update(type(self).__qualname__.encode())
         h.update(repr(sorted((k, repr(v)) for k, v in self.settings().items())).encode())
         for path in self.source_files():
-            st = Path(path).stat()
-            h.update(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+            p = Path(path)
+            st = p.stat()
+            h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|".encode())
+            h.update(_head_tail_digest(p, st.st_size))
         return h.hexdigest()[:16]
+
+
+_EDGE_BYTES = 1 << 20
+
+
+def _head_tail_digest(path: Path, size: int) -> bytes:
+    """sha256 of the first and last MiB of a file (the whole file when it is under 2 MiB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(_EDGE_BYTES))
+        if size > _EDGE_BYTES:
+            f.seek(max(size - _EDGE_BYTES, _EDGE_BYTES))
+            h.update(f.read(_EDGE_BYTES))
+    return h.digest()

@@ -1,4 +1,4 @@
-"""RecBole atomic files (``<name>.inter`` and optional ``<name>.item``).
+"""RecBole atomic files (``<name>.inter`` and optional ``<name>.item`` / ``<name>.user``).
 
 Tab-separated, one typed header line such as
 ``user_id:token	item_id:token	rating:float	timestamp:float``. The ``:type`` suffixes are
@@ -6,8 +6,9 @@ stripped; ``token`` fields stay strings (ids as read), ``float`` fields become F
 ``token_seq`` / ``float_seq`` fields (space-separated) become lists. ``timestamp`` (float unix
 seconds) becomes the datetime. In ``.item`` a title-like field (``movie_title``, ``title``,
 ``item_name``) becomes ``title`` (the words joined by spaces) and the first token of
-``class`` / ``categories`` / ``category`` becomes ``category``. No quoting is used by RecBole,
-so quotes are kept as text.
+``class`` / ``categories`` / ``category`` becomes ``category``. ``.user`` (user features such as
+age, gender, occupation) becomes the users table, its user field renamed ``user_id``. No quoting
+is used by RecBole, so quotes are kept as text.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class RecBoleReader(DatasetReader):
         self.encoding = C.normalize_encoding(encoding)
         self.user_field, self.item_field, self.time_field = user_field, item_field, time_field
 
-    def _files(self) -> tuple[str, Path, Path | None]:
+    def _files(self) -> tuple[str, Path, Path | None, Path | None]:
         p = Path(self.path)
         dataset = self.dataset
         if p.is_file() and p.suffix == ".inter":
@@ -138,15 +139,15 @@ class RecBoleReader(DatasetReader):
                     "set data.reader.dataset to the dataset name (the file name without .inter)"
                 )
         C.require_file(inter, f"the RecBole interaction file {name}.inter", DOWNLOAD)
-        item = p / f"{name}.item"
-        return name, inter, item if item.is_file() else None
+        item, user = p / f"{name}.item", p / f"{name}.user"
+        return name, inter, item if item.is_file() else None, user if user.is_file() else None
 
     def source_files(self) -> list[Path]:
-        _, inter, item = self._files()
-        return [inter] + ([item] if item else [])
+        _, inter, item, user = self._files()
+        return [inter] + [f for f in (item, user) if f is not None]
 
     def read(self) -> RawDataset:
-        name, inter, item_path = self._files()
+        name, inter, item_path, user_path = self._files()
         df, kinds = _read_atomic(
             inter,
             self.encoding,
@@ -169,8 +170,33 @@ class RecBoleReader(DatasetReader):
             rating="rating" if "rating" in kinds and kinds["rating"] == "float" else None,
         )
         items = self._items(item_path) if item_path is not None else None
+        users = self._users(user_path) if user_path is not None else None
         events = C.finish_events(C.attach_item_category(events, items), inter)
-        return RawDataset(events=events, items=items, source_files=self.source_files(), name=name)
+        return RawDataset(
+            events=events,
+            items=items,
+            users=users,
+            source_files=self.source_files(),
+            name=name,
+        )
+
+    def _users(self, path: Path) -> pl.DataFrame:
+        df, kinds = _read_atomic(
+            path,
+            self.encoding,
+            [self.user_field],
+            f"a RecBole .user file ({self.user_field}:token, ...)",
+        )
+        df = _sequences(df, kinds, {self.user_field})
+        ids = C.check_ids(df.get_column(self.user_field), C.Where(path), self.user_field, "user id")
+        other = [c for c in df.columns if c != self.user_field]
+        renamed = {c: f"{c}_raw" for c in other if c == "user_id"}
+        return (
+            df.select(other)
+            .rename(renamed)
+            .insert_column(0, ids.rename("user_id"))
+            .unique("user_id", keep="first", maintain_order=True)
+        )
 
     def _items(self, path: Path) -> pl.DataFrame:
         df, kinds = _read_atomic(
