@@ -93,10 +93,9 @@ class TemporalSplit:
             )
         users = data.user_of_event
         starts = data.offsets[:-1]
-        # Per user, events are time-sorted: the first index at/after a cutoff via a keyed search.
-        key = users.astype(np.float64) * 1e12 + data.times
-        train_end = np.searchsorted(key, np.arange(data.num_users) * 1e12 + val_cut, side="left")
-        train_end = np.maximum(train_end, starts).astype(np.int64)
+        # Per user, events are time-sorted: the training events (before val_cut) are a prefix.
+        before = np.bincount(users[data.times < val_cut], minlength=data.num_users)
+        train_end = (starts + before).astype(np.int64)
         idx = np.arange(data.num_events)
         has_history = idx > data.offsets[users]
         in_val = (data.times >= val_cut) & (data.times < test_cut) & has_history
