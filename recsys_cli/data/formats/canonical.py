@@ -24,9 +24,12 @@ import gzip
 import io
 import json
 import logging
+import os
+import re
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -154,7 +157,34 @@ def require_file(path: str | Path, expected: str, hint: str = "") -> Path:
         raise DataError(f"{p} is a folder; expected the file {expected}{_sep(hint)}")
     if p.stat().st_size == 0:
         raise DataError(f"{p} is empty (0 bytes); expected {expected}; re-download or re-export it")
+    if not os.access(p, os.R_OK):
+        raise DataError(f"{p} is not readable (permission denied); fix its permissions (chmod +r)")
+    archive = _archive_kind(p)
+    if archive is not None:
+        raise DataError(
+            f"{p} is a {archive}, not {expected}; extract it first and point data.path at the "
+            "extracted file or folder (gzip is read directly, other archives are not)"
+        )
     return p
+
+
+_ARCHIVE_MAGIC = {
+    b"PK\x03\x04": "zip archive",
+    b"PK\x05\x06": "zip archive (empty)",
+    b"BZh": "bzip2 file",
+    b"\xfd7zXZ\x00": "xz file",
+    b"7z\xbc\xaf\x27\x1c": "7-Zip archive",
+    b"Rar!\x1a\x07": "RAR archive",
+}
+
+
+def _archive_kind(path: Path) -> str | None:
+    """The kind of archive ``path`` is (by its magic bytes), or None."""
+    with open(path, "rb") as f:
+        head = f.read(262)
+    if head[257:262] == b"ustar":
+        return "tar archive"
+    return next((kind for magic, kind in _ARCHIVE_MAGIC.items() if head.startswith(magic)), None)
 
 
 def _sep(hint: str) -> str:
@@ -326,6 +356,7 @@ def check_field_count(
     hint: str = "",
 ) -> None:
     """Headerless files: the first line must have ``len(names)`` fields."""
+    require_file(path, f"a {fmt} file" if fmt else f"a file with fields {', '.join(names)}", hint)
     line = first_line(path, encoding)
     n = len(line.split(separator))
     if n == len(names):
@@ -380,6 +411,42 @@ def _ragged_line_error(
     )
 
 
+def _unbalanced_quote_error(
+    source: Path | io.BytesIO, path: Path, separator: str, expected: int, quote_char: str | None
+) -> DataError | None:
+    """The first line with an odd number of quote characters (a quoted field never closed)."""
+    if not quote_char:
+        return None
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    try:
+        lines = read_lines(source)
+    except pl.exceptions.PolarsError:
+        return None
+    odd = (lines.fill_null("").str.count_matches(quote_char, literal=True) % 2) == 1
+    row = _first(odd)
+    if row is None:
+        return None
+    return DataError(
+        f"{path} line {row + 1}: unmatched {quote_char} (a quoted field is never closed): "
+        f"{_short(lines[row], 80)}; close or remove the quote on that line"
+    )
+
+
+_DUPLICATED = re.compile(r"^(.*)_duplicated_\d+$")
+
+
+def _check_duplicate_header(header: Sequence[str], path: Path) -> None:
+    """DataError when a column name appears twice (polars renames the copies ``*_duplicated_N``)."""
+    for name in header:
+        match = _DUPLICATED.match(name)
+        if match and match.group(1) in header:
+            raise DataError(
+                f"{path} line 1: column {match.group(1)!r} appears more than once in the header; "
+                "rename or remove the extra column"
+            )
+
+
 def read_csv(
     path: str | Path,
     *,
@@ -423,6 +490,8 @@ def read_csv(
         if "utf-8" in str(exc).lower():
             raise utf8_error(p, encoding_key) from None
         raise DataError(f"{p}: cannot read it as {what} ({_one_line(exc)}){_sep(hint)}") from None
+    if has_header:
+        _check_duplicate_header(header, p)
     if required is not None:
         require_columns(
             header, required, p, separator=separator, expected=expected or required, hint=hint
@@ -445,9 +514,10 @@ def read_csv(
         except pl.exceptions.PolarsError as exc2:
             if "utf-8" in str(exc2).lower():
                 raise utf8_error(p, encoding_key) from None
-            ragged = _ragged_line_error(source, p, separator, len(header), quote_char)
-            if ragged is not None:
-                raise ragged from None
+            for check in (_unbalanced_quote_error, _ragged_line_error):
+                found = check(source, p, separator, len(header), quote_char)
+                if found is not None:
+                    raise found from None
             raise DataError(
                 f"{p}: cannot read it as {what} ({_one_line(exc2)}){_sep(hint)}"
             ) from None
@@ -770,15 +840,23 @@ def to_datetime(
         raise DataError(f"{where.at(row, column)}: {problem}; {todo}")
 
     dtype = s.dtype
+
+    def before_1970(out: pl.Series) -> pl.Series:
+        """Dates before 1970 are placeholders (1900-01-01, 0001-01-01), not event times."""
+        early = out < datetime(1970, 1, 1, tzinfo=timezone.utc)
+        if not drop and (row := _first(early)) is not None:
+            fail(row, f"timestamp {_short(s[row])} is before 1970 (a placeholder date?)")
+        return out.set(early.fill_null(False), None) if early.any() else out
+
     if isinstance(dtype, pl.Datetime):
         out = s.dt.convert_time_zone("UTC") if dtype.time_zone else s.dt.replace_time_zone("UTC")
         out = out.cast(UTC_US)
         row = _first(out.is_null())
         if row is not None and not drop:
             fail(row, "missing timestamp")
-        return out
+        return before_1970(out)
     if dtype == pl.Date:
-        return s.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+        return before_1970(s.cast(pl.Datetime("us")).dt.replace_time_zone("UTC"))
 
     if dtype in (pl.Categorical, pl.Enum) or isinstance(dtype, pl.Enum):
         s, dtype = s.cast(pl.String), pl.String
@@ -819,7 +897,7 @@ def to_datetime(
                 fail(row, "missing timestamp")
             shown = f"format {fmt!r}" if fmt else "an ISO date-time like 2024-01-31T12:00:00Z"
             fail(row, f"unparsable timestamp {_short(s[row])} (expected {shown})")
-        return out
+        return before_1970(out)
 
     if unit == "iso":
         raise DataError(

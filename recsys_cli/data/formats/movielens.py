@@ -102,9 +102,11 @@ class MovieLensReader(DatasetReader):
                     movie_path = base / movies
                     return variant, base / ratings, movie_path if movie_path.is_file() else None
         found = sorted(p.name for p in folder.iterdir())
+        archives = [name for name in found if name.lower().endswith(".zip")]
+        todo = f"unzip {archives[0]} in this folder" if archives else f"{DOWNLOAD} into this folder"
         raise DataError(
             f"{folder}: no MovieLens ratings file (looked for u.data, ratings.dat, ratings.csv; "
-            f"found {C._fmt_list(found)}); {DOWNLOAD} into this folder"
+            f"found {C._fmt_list(found)}); {todo}"
         )
 
     def source_files(self) -> list[Path]:
