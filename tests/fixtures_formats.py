@@ -35,7 +35,9 @@ def write_ml100k(folder: Path) -> Path:
     return folder
 
 
-ML1M_RATINGS = "1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n2::3::2::978300000\n"
+ML1M_RATINGS = (
+    "1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n2::3::2::978300000\n"
+)
 ML1M_MOVIES = (
     "3::Grumpier Old Men (1995)::Comedy|Romance\n"
     "661::James and the Giant Peach (1996)::Animation|Children's|Musical\n"
@@ -52,7 +54,9 @@ def write_ml1m(folder: Path) -> Path:
 
 
 ML10M_RATINGS = "1::122::5::838985046\n1::185::4.5::838983525\n7::122::0.5::1049764640\n"
-ML10M_MOVIES = "122::Boomerang (1992)::Comedy|Romance\n185::Net, The (1995)::Action|Crime|Thriller\n"
+ML10M_MOVIES = (
+    "122::Boomerang (1992)::Comedy|Romance\n185::Net, The (1995)::Action|Crime|Thriller\n"
+)
 
 
 def write_ml10m(folder: Path) -> Path:
@@ -72,8 +76,8 @@ ML20M_RATINGS = (
 ML20M_MOVIES = (
     "movieId,title,genres\n"
     "2,Jumanji (1995),Adventure|Children|Fantasy\n"
-    "11,\"American President, The (1995)\",Comedy|Drama|Romance\n"
-    "29,\"City of Lost Children, The (Cité des enfants perdus, La) (1995)\",Adventure|Drama|Fantasy|Mystery|Sci-Fi\n"
+    '11,"American President, The (1995)",Comedy|Drama|Romance\n'
+    '29,"City of Lost Children, The (Cité des enfants perdus, La) (1995)",Adventure|Drama|Fantasy|Mystery|Sci-Fi\n'
     "131262,Innocence (2014),(no genres listed)\n"
 )
 
@@ -102,7 +106,7 @@ AMAZON_2018_REVIEWS = [
         "asin": "0001713353",
         "style": {"Format:": " Paperback"},
         "reviewerName": "Amazon Customer",
-        "reviewText": "Great book, \"really\" good.",
+        "reviewText": 'Great book, "really" good.',
         "summary": "Five Stars",
         "unixReviewTime": 1441065600,
     },
@@ -270,7 +274,7 @@ RECBOLE_ITEM = (
     "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
     "1\tToy Story\t1995\tAnimation Children's Comedy\n"
     "242\tKolya\t1996\tComedy\n"
-    "302\tL.A. \"Confidential\"\t1997\tCrime Film-Noir Mystery Thriller\n"
+    '302\tL.A. "Confidential"\t1997\tCrime Film-Noir Mystery Thriller\n'
 )
 
 

@@ -165,7 +165,9 @@ def test_amazon_2023_ratings_csv_with_header_ms(tmp_path):
     text = "user_id,parent_asin,rating,timestamp\nAGKH,B00YQ6X8EO,5.0,1588687728923\nAGKH,B08BBQ29N5,4.0,1588615855070\n"
     path = write_bytes(tmp_path / "All_Beauty.train.csv", text)
     ev = check_canonical(AmazonReader(str(path)).read())
-    assert ev.get_column("timestamp")[0] == datetime(2020, 5, 5, 14, 8, 48, 923000, tzinfo=timezone.utc)
+    assert ev.get_column("timestamp")[0] == datetime(
+        2020, 5, 5, 14, 8, 48, 923000, tzinfo=timezone.utc
+    )
 
 
 def test_amazon_2018_json_gz_with_metadata(tmp_path):
@@ -198,7 +200,9 @@ def test_amazon_2023_jsonl_parent_asin_and_ms(tmp_path):
     # parent_asin when present, else asin
     assert ev.get_column("item_id").to_list() == ["B00YQ6X8EO", "B08BBQ29N5", "B0000000XX"]
     assert ev.get_column("timestamp")[2] == datetime(2020, 1, 1, tzinfo=timezone.utc)
-    assert ev.get_column("timestamp")[0] == datetime(2020, 5, 5, 14, 8, 48, 923000, tzinfo=timezone.utc)
+    assert ev.get_column("timestamp")[0] == datetime(
+        2020, 5, 5, 14, 8, 48, 923000, tzinfo=timezone.utc
+    )
     items = {r["item_id"]: r for r in raw.items.iter_rows(named=True)}
     assert items["B00YQ6X8EO"]["category"] == "All Beauty"
     assert items["B08BBQ29N5"]["category"] == "Beauty & Personal Care"  # main_category null
@@ -236,7 +240,13 @@ def test_taobao(tmp_path):
     ev = check_canonical(raw)
     assert ev.height == 5
     assert ev.get_column("event_type").to_list() == ["view", "view", "cart", "fav", "buy"]
-    assert ev.get_column("category").to_list() == ["2520377", "2520771", "149192", "2951233", "4869428"]
+    assert ev.get_column("category").to_list() == [
+        "2520377",
+        "2520771",
+        "149192",
+        "2951233",
+        "4869428",
+    ]
     assert ev.get_column("item_id")[0] == 2268318
     assert ev.get_column("timestamp")[0] == ts(1511544070)
     assert TaobaoReader(str(path)).read().events.equals(ev)
@@ -244,7 +254,8 @@ def test_taobao(tmp_path):
 
 def test_taobao_with_header_line(tmp_path):
     path = write_bytes(
-        tmp_path / "UserBehavior.csv", "user_id,item_id,category_id,behavior_type,timestamp\n" + TAOBAO
+        tmp_path / "UserBehavior.csv",
+        "user_id,item_id,category_id,behavior_type,timestamp\n" + TAOBAO,
     )
     assert TaobaoReader(str(path)).read().events.height == 5
 
@@ -260,7 +271,9 @@ def test_retailrocket(tmp_path):
     raw = RetailrocketReader(str(tmp_path)).read()
     ev = check_canonical(raw)
     assert ev.get_column("event_type").to_list() == ["view", "view", "cart", "buy"]
-    assert ev.get_column("timestamp")[0] == datetime(2015, 6, 2, 5, 2, 12, 117000, tzinfo=timezone.utc)
+    assert ev.get_column("timestamp")[0] == datetime(
+        2015, 6, 2, 5, 2, 12, 117000, tzinfo=timezone.utc
+    )
     assert ev.get_column("transactionid").to_list() == [None, None, None, 4000]
     assert ev.get_column("user_id").to_list() == [257597, 992329, 111016, 111016]
 
@@ -274,7 +287,9 @@ def test_recbole_fixture(tmp_path):
     ev = check_canonical(raw)
     assert raw.name == "toy"
     assert ev.get_column("user_id").to_list() == ["196", "186", "196"]
-    assert ev.get_column("timestamp")[1] == datetime(1998, 4, 4, 19, 22, 22, 500000, tzinfo=timezone.utc)
+    assert ev.get_column("timestamp")[1] == datetime(
+        1998, 4, 4, 19, 22, 22, 500000, tzinfo=timezone.utc
+    )
     assert ev.get_column("category").to_list() == ["Comedy", "Crime", "Animation"]
     items = {r["item_id"]: r for r in raw.items.iter_rows(named=True)}
     assert items["1"]["title"] == "Toy Story"
@@ -324,7 +339,14 @@ def test_sequence_text_has_no_timestamp(tmp_path):
     ev = check_canonical(raw, has_time=False)
     assert "timestamp" not in ev.columns
     assert ev.schema["user_id"] == pl.Int64
-    assert ev.select("user_id", "item_id").rows() == [(1, 1), (1, 2), (1, 3), (2, 2), (2, 1), (1, 4)]
+    assert ev.select("user_id", "item_id").rows() == [
+        (1, 1),
+        (1, 2),
+        (1, 3),
+        (2, 2),
+        (2, 1),
+        (1, 4),
+    ]
 
 
 def test_sequence_text_string_ids_tab_separated(tmp_path):
@@ -365,8 +387,16 @@ def test_tabular_csv_semicolon_iso(tmp_path):
     "values,unit,expected",
     [
         ([1700000000, 1700000060], "auto", ts(1700000000)),
-        ([1700000000123, 1700000060000], "auto", datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=timezone.utc)),
-        ([1700000000.5, 1700000060.0], "auto", datetime(2023, 11, 14, 22, 13, 20, 500000, tzinfo=timezone.utc)),
+        (
+            [1700000000123, 1700000060000],
+            "auto",
+            datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=timezone.utc),
+        ),
+        (
+            [1700000000.5, 1700000060.0],
+            "auto",
+            datetime(2023, 11, 14, 22, 13, 20, 500000, tzinfo=timezone.utc),
+        ),
         ([5, 60], "s", ts(5)),
         ([5000, 60000], "ms", ts(5)),
     ],
@@ -391,7 +421,9 @@ def test_tabular_parquet_native_datetimes_and_items(tmp_path):
             "when": [datetime(2024, 1, 1, 10), datetime(2024, 1, 1, 11), datetime(2024, 1, 2)],
         }
     ).write_parquet(path)
-    items = write_bytes(tmp_path / "items.csv", "item_id,name,cat\n1,Blue mug,kitchen\n2,Red pen,office\n")
+    items = write_bytes(
+        tmp_path / "items.csv", "item_id,name,cat\n1,Blue mug,kitchen\n2,Red pen,office\n"
+    )
     raw = TabularReader(
         str(path),
         {"user": "user_id", "item": "item_id", "timestamp": "when"},
@@ -408,15 +440,27 @@ def test_tabular_without_time_and_string_numbers(tmp_path):
     path = write_bytes(tmp_path / "log.tsv", "u\ti\tt\n1\t2\t1700000000\n1\t3\t1700000100\n")
     ev = TabularReader(str(path), {"user": "u", "item": "i"}, separator="tab").read().events
     assert "timestamp" not in ev.columns and ev.columns == ["user_id", "item_id", "t"]
-    ev = TabularReader(str(path), {"user": "u", "item": "i", "timestamp": "t"}, separator="\t").read().events
+    ev = (
+        TabularReader(str(path), {"user": "u", "item": "i", "timestamp": "t"}, separator="\t")
+        .read()
+        .events
+    )
     assert ev.get_column("timestamp")[1] == ts(1700000100)
 
 
 def test_tabular_gzip_csv_and_latin1_encoding(tmp_path):
-    path = write_gz(tmp_path / "log.csv.gz", "user,item,timestamp\nJosé,x,1700000000\n".encode("latin-1"))
-    ev = TabularReader(
-        str(path), {"user": "user", "item": "item", "timestamp": "timestamp"}, encoding="latin-1"
-    ).read().events
+    path = write_gz(
+        tmp_path / "log.csv.gz", "user,item,timestamp\nJosé,x,1700000000\n".encode("latin-1")
+    )
+    ev = (
+        TabularReader(
+            str(path),
+            {"user": "user", "item": "item", "timestamp": "timestamp"},
+            encoding="latin-1",
+        )
+        .read()
+        .events
+    )
     assert ev.get_column("user_id").to_list() == ["José"]
 
 
@@ -431,7 +475,9 @@ CONFIGS = {
     "sasrec_text": ("sasrec_text", lambda d: write_bytes(d / "ml-1m.txt", SASREC_TEXT)),
     "tabular": (
         "tabular",
-        lambda d: write_bytes(d / "log.csv", "user_id,item_id,timestamp\n1,2,1700000000\n1,3,1700000005\n"),
+        lambda d: write_bytes(
+            d / "log.csv", "user_id,item_id,timestamp\n1,2,1700000000\n1,3,1700000005\n"
+        ),
     ),
 }
 
