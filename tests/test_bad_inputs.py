@@ -583,7 +583,7 @@ def test_placeholder_date_before_1970(tmp_path):
     assert "invalid_timestamps=drop" in msg
 
 
-def test_negative_timestamp_taobao_and_drop_option(tmp_path):
+def test_negative_timestamp_taobao(tmp_path):
     path = write_bytes(tmp_path / "UserBehavior.csv", TAOBAO + "7,8,9,pv,-5\n")
     msg = error_of(lambda: TaobaoReader(str(path)))
     assert "line 6, column 'timestamp': negative timestamp -5 (before 1970)" in msg

@@ -388,14 +388,21 @@ def read_lines(source: Path | io.BytesIO) -> pl.Series:
     return df.get_column("line").str.strip_suffix("\r")
 
 
-def _ragged_line_error(
-    source: Path | io.BytesIO, path: Path, separator: str, expected: int, quote_char: str | None
-) -> DataError | None:
+def _source_lines(source: Path | io.BytesIO) -> pl.Series | None:
+    """The lines of a text source for diagnostics (None when even that fails)."""
     if isinstance(source, io.BytesIO):
         source.seek(0)
     try:
-        lines = read_lines(source)
+        return read_lines(source)
     except pl.exceptions.PolarsError:
+        return None
+
+
+def _ragged_line_error(
+    source: Path | io.BytesIO, path: Path, separator: str, expected: int, quote_char: str | None
+) -> DataError | None:
+    lines = _source_lines(source)
+    if lines is None:
         return None
     text = lines.fill_null("")
     if quote_char:
@@ -415,13 +422,8 @@ def _unbalanced_quote_error(
     source: Path | io.BytesIO, path: Path, separator: str, expected: int, quote_char: str | None
 ) -> DataError | None:
     """The first line with an odd number of quote characters (a quoted field never closed)."""
-    if not quote_char:
-        return None
-    if isinstance(source, io.BytesIO):
-        source.seek(0)
-    try:
-        lines = read_lines(source)
-    except pl.exceptions.PolarsError:
+    lines = _source_lines(source) if quote_char else None
+    if lines is None:
         return None
     odd = (lines.fill_null("").str.count_matches(quote_char, literal=True) % 2) == 1
     row = _first(odd)
