@@ -1,6 +1,8 @@
 """The ``recsys`` command: ``train``, ``evaluate`` and ``prepare`` subcommands.
 
-``recsys train`` is a Hydra application (overrides, ``-m`` sweeps, ``+experiment=NAME``).
+``recsys train`` is a Hydra application (overrides, ``-m`` sweeps, ``+experiment=NAME``). Before
+Hydra starts a run, the config of every job is composed and checked (:mod:`recsys_cli.compose`,
+:func:`recsys_cli.train.validate_config`), so a typo costs no run directory and no data preparation.
 ``recsys evaluate ckpt=PATH`` and ``recsys prepare`` compose configs without creating a run.
 User errors print one line (``error: ...``) and exit with status 2, never a traceback.
 """
@@ -9,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 import traceback
+from typing import NoReturn
+
+from omegaconf import DictConfig
 
 from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.errors import RecsysError
@@ -20,92 +24,133 @@ USAGE = """usage: recsys <command> [overrides...]
 
 commands:
   train      train and test a model:  recsys train [+experiment=NAME] [key=value ...] [-m sweep]
-  evaluate   evaluate a checkpoint:   recsys evaluate ckpt=RUN/checkpoints/best.ckpt [+ablate_scales=true]
+  evaluate   evaluate a checkpoint:   recsys evaluate ckpt=RUN/checkpoints/best.ckpt [stage=val] [ablate_scales=true]
   prepare    prepare and cache data:  recsys prepare data=NAME data.path=PATH
 
-Configs live in {conf}; `recsys train --help` lists the config groups and options."""
+examples:
+  recsys train                                        default model, embedded synthetic data, CPU
+  recsys train +experiment=synthetic_gru              an experiment of conf/experiment/
+  recsys train -m model/encoder=gru,lstm,transformer  a sweep with one summary table
+  recsys evaluate ckpt=runs/<date>/<time>/checkpoints/best.ckpt data/split=temporal
+
+`recsys train --help` lists the config groups and their options; configs live in {conf}."""
+
+EVALUATE_USAGE = """usage: recsys evaluate ckpt=PATH [stage=val|test] [ablate_scales=true] [overrides of the run's config]
+
+Rebuilds the run's config, vocabulary and split from the checkpoint alone and prints its metrics.
+Other key=value / group=option arguments change the run's config (printed with the results), e.g.
+  recsys evaluate ckpt=runs/<date>/<time>/checkpoints/best.ckpt data/split=temporal
+  recsys evaluate ckpt=... data.path=/data/ml-1m-new"""
+
+PREPARE_USAGE = """usage: recsys prepare data=NAME [data.path=PATH] [key=value ...]
+
+Reads, cleans, indexes and caches a dataset (conf/data/NAME.yaml) and prints its statistics."""
 
 log = logging.getLogger("recsys_cli")
 
 
-def _fail(err: Exception) -> None:
+def _fail(err: Exception) -> NoReturn:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
 
 
-def _train_task(cfg) -> float:
+def train_task(cfg: DictConfig) -> float:
+    """Hydra's task function: train one job and return the value of ``optimized_metric``.
+
+    In a multirun a failing job is recorded (``metrics.json`` with status ``failed`` and the error,
+    picked up by the sweep summary) and returns NaN, so the other jobs go on; in a single run a
+    user error ends the command with one ``error:`` line.
+    """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from recsys_cli.io import write_json_atomic
-    from recsys_cli.train import objective, train
+    from recsys_cli.train import train
 
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        return objective(train(cfg), cfg.optimized_metric)
+        return train(cfg)["objective"]
     except Exception as err:  # noqa: BLE001 - a sweep records failures and goes on
         if not multirun:
             if isinstance(err, RecsysError):
                 _fail(err)
             raise
-        log.error("Job failed: %s\n%s", err, traceback.format_exc())
+        if isinstance(err, RecsysError):
+            log.error("Job failed: %s", err)
+        else:
+            log.error("Job failed: %s\n%s", err, traceback.format_exc())
         write_json_atomic(
-            os.path.join(HydraConfig.get().runtime.output_dir, "metrics.json"),
+            f"{HydraConfig.get().runtime.output_dir}/metrics.json",
             {"status": "failed", "error": f"{type(err).__name__}: {err}"},
         )
         return math.nan
 
 
-def _hydra_app(task, config_name: str, argv: list[str], prog: str):
+def _hydra_args(argv: list[str]):
+    """Hydra's own command-line parser, with its errors as RecsysErrors."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def error(message: str) -> NoReturn:
+        raise RecsysError(f"{message}; see recsys train --help")
+
+    parser.error = error
+    return parser.parse_args(argv)
+
+
+def check_train_args(argv: list[str]) -> None:
+    """Compose and check the config of every job ``recsys train argv`` would run (every value of
+    every swept key with ``-m``); raises a one-line RecsysError on the first problem."""
+    from recsys_cli.compose import check_resolvable, compose_train, sweep_jobs
+    from recsys_cli.train import check_resume, validate_config
+
+    args = _hydra_args(argv)
+    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+        return
+    if args.config_path or args.config_name or args.config_dir or args.experimental_rerun:
+        return  # another primary config: Hydra checks it
+    jobs = sweep_jobs(args.overrides) if args.multirun else [args.overrides]
+    for overrides in jobs:
+        cfg = compose_train(overrides)
+        check_resolvable(cfg)
+        validate_config(cfg)
+        if cfg.ckpt_path is not None:
+            check_resume(cfg)
+
+
+def _hydra_app(task, config_name: str, argv: list[str], prog: str) -> None:
     import hydra
 
+    saved = sys.argv
     sys.argv = [prog, *argv]
-    return hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)()
-
-
-def _compose(argv: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("train", overrides=argv)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise RecsysError(" ".join(str(err).split())) from None
+        hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)()
+    finally:
+        sys.argv = saved
 
 
 def _prepare(argv: list[str]) -> None:
     import json
 
+    from recsys_cli.compose import compose_train
     from recsys_cli.train import build_datamodule
 
-    cfg = _compose(argv)
+    cfg = compose_train(argv)
     dm = build_datamodule(cfg)
     data = dm.load()
     print(json.dumps(data.stats, indent=2, default=str))
 
 
 def _evaluate(argv: list[str]) -> None:
-    from recsys_cli.evaluate import evaluate
+    from recsys_cli.evaluate import evaluate, evaluate_config
 
-    ckpt, stage, ablate, rest = None, "test", False, []
-    for item in argv:
-        key, _, value = item.partition("=")
-        if key in ("ckpt", "+ckpt"):
-            ckpt = value
-        elif key in ("stage", "+stage"):
-            stage = value
-        elif key in ("ablate_scales", "+ablate_scales"):
-            ablate = value.strip().lower() in ("true", "1", "yes")
-        else:
-            rest.append(item)
-    if not ckpt:
-        raise RecsysError("recsys evaluate needs ckpt=PATH (e.g. ckpt=runs/<date>/<time>/checkpoints/best.ckpt)")
-    evaluate(ckpt, rest, stage=stage, ablate_scales=ablate)
+    cfg, rest = evaluate_config(argv)
+    evaluate(cfg.ckpt, rest, stage=cfg.stage, ablate_scales=cfg.ablate_scales)
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``recsys <command> [overrides...]`` (``argv`` defaults to ``sys.argv[1:]``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE.format(conf=CONF_DIR))
@@ -113,17 +158,19 @@ def main(argv: list[str] | None = None) -> None:
     if not CONF_DIR.is_dir():
         _fail(RecsysError(f"config folder {CONF_DIR} is missing; install with `pip install -e .` from a clone"))
     command, rest = argv[0], argv[1:]
+    helps = {"evaluate": EVALUATE_USAGE, "prepare": PREPARE_USAGE}
+    if command in helps and any(a in ("-h", "--help") for a in rest):
+        print(helps[command])
+        return
     try:
         if command == "train":
-            _hydra_app(_train_task, "train", rest, "recsys train")
-        elif command == "evaluate":
+            check_train_args(rest)
+            _hydra_app(train_task, "train", rest, "recsys train")
+        elif command in ("evaluate", "prepare"):
             logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-            _evaluate(rest)
-        elif command == "prepare":
-            logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-            _prepare(rest)
+            (_evaluate if command == "evaluate" else _prepare)(rest)
         else:
-            _fail(RecsysError(f"unknown command {command!r}; valid commands: train, evaluate, prepare"))
+            raise RecsysError(f"unknown command {command!r}; valid commands: train, evaluate, prepare (see recsys --help)")
     except RecsysError as err:
         _fail(err)
 

@@ -9,46 +9,44 @@ vocabulary is checked against the stored one, and the weights are loaded with
 from __future__ import annotations
 
 import logging
-import pickle
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
+from recsys_cli.compose import compose_train
 from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.errors import ConfigError
-from recsys_cli.io import write_json_atomic
-from recsys_cli.train import build_datamodule, build_module
+from recsys_cli.io import load_checkpoint, write_json_atomic
+from recsys_cli.train import build, build_datamodule, build_module, format_table
 
 log = logging.getLogger(__name__)
 
+# the keys of conf/evaluate.yaml; every other key=value of the command line overrides the run's config
+EVALUATE_KEYS = ("ckpt", "stage", "ablate_scales")
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a recsys checkpoint safely (tensors and plain containers only)."""
-    path = Path(path)
-    if not path.is_file():
-        hint = ""
-        if path.is_dir() and (path / "checkpoints").is_dir():
-            hint = f"; did you mean {path / 'checkpoints' / 'best.ckpt'}?"
-        raise ConfigError(f"ckpt={path}: no such checkpoint file{hint}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"ckpt={path}: not a readable PyTorch checkpoint ({first[:200]})") from None
-    if not isinstance(ckpt, dict) or "recsys" not in ckpt or "state_dict" not in ckpt:
-        raise ConfigError(
-            f"ckpt={path}: not a recsys checkpoint (it has no 'recsys' section: written by another "
-            "program?); pass a checkpoints/best.ckpt or last.ckpt from a recsys run directory"
-        )
-    return ckpt
+
+def evaluate_config(argv: list[str]) -> tuple[DictConfig, list[str]]:
+    """Split ``recsys evaluate`` arguments into the evaluate config (``conf/evaluate.yaml`` with
+    ``ckpt``, ``stage``, ``ablate_scales`` set) and the overrides of the run's own config."""
+    cfg = OmegaConf.load(CONF_DIR / "evaluate.yaml")
+    own, rest = [], []
+    for item in argv:
+        key = item.partition("=")[0].lstrip("+")
+        (own if key in EVALUATE_KEYS else rest).append(item.lstrip("+"))
+    for item in own:
+        key, _, value = item.partition("=")
+        cfg[key] = yaml.safe_load(value) if value else None
+    if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
+        raise ConfigError("recsys evaluate needs ckpt=PATH (e.g. ckpt=runs/<date>/<time>/checkpoints/best.ckpt)")
+    if cfg.stage not in ("val", "test"):
+        raise ConfigError(f"stage={cfg.stage!r}: use stage=val or stage=test")
+    if not isinstance(cfg.ablate_scales, bool):
+        raise ConfigError(f"ablate_scales={cfg.ablate_scales!r}: use true or false")
+    cfg.ckpt = str(cfg.ckpt)
+    return cfg, rest
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
@@ -61,11 +59,7 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
         if not sep or not key:
             raise ConfigError(f"override {item!r}: write key=value (e.g. data.path=/data/ml-1m)")
         if "/" in key:  # a config group: compose it from conf/ and graft it in
-            try:
-                with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                    fresh = compose("train", overrides=[item])
-            except (HydraException, OmegaConfBaseException) as err:
-                raise ConfigError(f"override {item!r}: {str(err).splitlines()[0]}") from None
+            fresh = compose_train([item])
             dotted = key.replace("/", ".")
             OmegaConf.update(cfg, dotted, OmegaConf.select(fresh, dotted), merge=False)
         else:
@@ -76,16 +70,15 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
     return applied
 
 
-def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_scales: bool = False) -> dict:
-    if stage not in ("val", "test"):
-        raise ConfigError(f"stage={stage!r}: use 'val' or 'test'")
+def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_scales: bool = False) -> dict[str, Any]:
+    """Evaluate the checkpoint on ``stage`` of its run's split (or of the overridden config);
+    prints a table and writes ``<run>/evaluations/<time>-<stage>.json``; returns the report."""
     ckpt = load_checkpoint(ckpt_path)
     info = ckpt["recsys"]
     cfg = OmegaConf.create(info["config"])
     applied = apply_overrides(cfg, overrides)
     run_dir = Path(ckpt_path).resolve().parent.parent
-    if applied:
-        print(f"Overrides of the run's config: {' '.join(applied)}")
+    print(f"Overrides of the run's config: {' '.join(applied)}" if applied else "Overrides of the run's config: none")
 
     dm = build_datamodule(cfg)
     data = dm.load()
@@ -96,18 +89,25 @@ def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_s
             "with a different item vocabulary; evaluate on the same dataset (check data.path and "
             "data.preparation)"
         )
+    if data.fingerprint != info.get("data_fingerprint"):
+        log.warning(
+            "The prepared data differs from the data the run was trained on (fingerprint %s, trained on %s): "
+            "the input files, the preparation settings or the code changed; metrics may differ from training's",
+            data.fingerprint,
+            info.get("data_fingerprint"),
+        )
     module = build_module(cfg, dm, info)
     module.load_state_dict(ckpt["state_dict"])
-    trainer = instantiate(cfg.trainer, callbacks=[], logger=False, enable_checkpointing=False, default_root_dir=str(run_dir))
+    trainer = build(cfg.trainer, "trainer", callbacks=[], logger=False, enable_checkpointing=False, default_root_dir=str(run_dir))
     run = trainer.validate if stage == "val" else trainer.test
 
     results: dict[str, dict[str, float]] = {}
     run(module, datamodule=dm, verbose=False)
     results["all scales"] = module.results[stage]
     if ablate_scales:
-        masks = getattr(module.model, "ablation_masks", lambda: [])()
+        masks = module.model.ablation_masks() if hasattr(module.model, "ablation_masks") else []
         if not masks:
-            raise ConfigError("+ablate_scales=true: this model has no time-window scales to remove")
+            raise ConfigError("ablate_scales=true: this model has no time-window scales to remove")
         for name, keep in masks:
             module.keep = keep
             run(module, datamodule=dm, verbose=False)
@@ -115,7 +115,7 @@ def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_s
         module.keep = None
 
     print(f"\nCheckpoint: {ckpt_path}\nSplit: {dm.split.description}, stage: {stage}")
-    print(format_columns(results))
+    print(format_table(results, width=12))
     report = {
         "checkpoint": str(ckpt_path),
         "stage": stage,
@@ -124,16 +124,6 @@ def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_s
         "data_fingerprint_now": data.fingerprint,
         "data_fingerprint_trained": info.get("data_fingerprint"),
     }
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    write_json_atomic(run_dir / "evaluations" / f"{stamp}.json", report)
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S") + f".{time.time_ns() % 1_000_000_000:09d}"
+    write_json_atomic(run_dir / "evaluations" / f"{stamp}-{stage}.json", report)
     return report
-
-
-def format_columns(results: dict[str, dict[str, float]]) -> str:
-    """One column per result set (e.g. all scales, without session, ...)."""
-    names = list(dict.fromkeys(m for r in results.values() for m in r))
-    cols = list(results)
-    width = max(len(n) for n in names)
-    head = f"{'metric':<{width}}  " + "  ".join(f"{c:>16}" for c in cols)
-    rows = [f"{n:<{width}}  " + "  ".join(f"{results[c].get(n, float('nan')):16.4f}" for c in cols) for n in names]
-    return "\n".join([head, *rows])

@@ -1,41 +1,95 @@
 """``recsys train``: build everything from the config, train, test the best checkpoint, report.
 
 This module knows no particular dataset, model or encoder: each is built from ``_target_``.
+:func:`validate_config` checks what can be checked without data (cheap, before the run starts);
+:func:`check_against_data` what needs the prepared data (before the model is built).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import operator
+import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars
 import pytorch_lightning as pl
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from recsys_cli import __version__
 from recsys_cli.data.datamodule import SequenceDataModule
 from recsys_cli.data.windows import history_len, parse_scales
 from recsys_cli.errors import ConfigError, RecsysError
-from recsys_cli.io import atomic_write, write_json_atomic, write_text_atomic
+from recsys_cli.io import atomic_write, load_checkpoint, write_json_atomic, write_text_atomic
 from recsys_cli.training.callbacks import AtomicCheckpointIO
+from recsys_cli.training.metrics import _METRIC_NAMES as METRIC_NAMES
 from recsys_cli.training.module import RecommenderModule
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+# parts of the run's config that must match a checkpoint it resumes from (the rest may change,
+# e.g. trainer.max_epochs to train longer)
+RESUME_MUST_MATCH = ("model", "scales", "data.name", "data.reader", "data.preparation", "data.split", "data.max_len")
 
 
-def build_datamodule(cfg: DictConfig) -> SequenceDataModule:
-    """The data module with the history length the configured scales need."""
-    scales = parse_scales(cfg.scales.windows, cfg.scales.max_events)
-    if cfg.data.max_len < 2:
-        raise ConfigError(f"data.max_len={cfg.data.max_len}: the encoder needs at least 2 positions; use 2 or more")
-    return instantiate(cfg.data, history_len=history_len(scales, cfg.data.max_len), _recursive_=True)
+# -- checks ------------------------------------------------------------------------------------
+def _int_at_least(value: Any, key: str, low: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    try:
+        ok = not isinstance(value, bool) and operator.index(value) >= low
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: use an integer >= {low}")
+
+
+def metric_names(ks: list[int]) -> list[str]:
+    """Every metric a run computes for cut-offs ``ks``, e.g. ``ndcg@10``."""
+    return [f"{name}@{k}" for name in METRIC_NAMES for k in ks]
+
+
+def _check_metric_name(key: str, metric: str, ks: list[int], stages: tuple[str, ...]) -> None:
+    stage, _, name = str(metric).partition("/")
+    if stage not in stages or name not in metric_names(ks):
+        k = 10 if 10 in ks else ks[0]
+        examples = ", ".join(f"{s}/ndcg@{k}" for s in stages)
+        raise ConfigError(
+            f"{key}={metric!r} is not a computed metric; use <stage>/<metric>@K with stage in "
+            f"{'/'.join(stages)}, metric in {'/'.join(METRIC_NAMES)} and K in metrics.ks={ks} (e.g. {examples})"
+        )
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Checks that need no data: types and ranges of the main keys, metric names, the checkpoint
+    to resume from. Raises ConfigError (one line naming the key) on the first problem."""
+    for key, low in (("seed", 0), ("data.max_len", 2), ("data.batch_size", 1), ("data.eval_batch_size", 1)):
+        _int_at_least(OmegaConf.select(cfg, key), key, low)
+    _int_at_least(cfg.trainer.max_epochs, "trainer.max_epochs", -1, allow_none=True)
+    ks = cfg.metrics.ks
+    if not isinstance(ks, ListConfig) or not ks:
+        raise ConfigError(f"metrics.ks={ks!r}: use a non-empty list of cut-offs, e.g. [10, 20]")
+    for i, k in enumerate(ks):
+        _int_at_least(k, f"metrics.ks[{i}]", 1)
+    ks = [int(k) for k in ks]
+    # selecting models on test metrics would leak the test set into the choice: validation only
+    _check_metric_name("optimized_metric", cfg.optimized_metric, ks, ("val",))
+    for name, callback in cfg.callbacks.items():
+        monitor = callback.get("monitor") if isinstance(callback, DictConfig) else None
+        if monitor is not None and monitor != "train/loss":
+            _check_metric_name(f"callbacks.{name}.monitor", monitor, ks, ("val",))
+    parse_scales(cfg.scales.windows, cfg.scales.max_events)
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file; give a <run>/checkpoints/last.ckpt")
 
 
 def check_against_data(cfg: DictConfig, dm: SequenceDataModule) -> None:
@@ -56,13 +110,68 @@ def check_against_data(cfg: DictConfig, dm: SequenceDataModule) -> None:
         )
 
 
+def _flat(cfg: DictConfig, key: str) -> dict[str, Any]:
+    """``{dotted key: value}`` for every leaf under ``key`` (resolved)."""
+    node = OmegaConf.select(cfg, key)
+    if not isinstance(node, DictConfig):
+        return {key: OmegaConf.to_container(node, resolve=True) if isinstance(node, ListConfig) else node}
+    out: dict[str, Any] = {}
+    for child in node:
+        out.update(_flat(cfg, f"{key}.{child}"))
+    return out
+
+
+def check_resume(cfg: DictConfig) -> int:
+    """Raise unless ``cfg.ckpt_path`` is a recsys checkpoint of a run with this model and data;
+    returns the number of epochs the checkpoint has finished."""
+    ckpt = load_checkpoint(cfg.ckpt_path, key="ckpt_path")
+    stored = OmegaConf.create(ckpt["recsys"]["config"])
+    run_config = Path(cfg.ckpt_path).resolve().parent.parent / "config.yaml"
+    for key in RESUME_MUST_MATCH:
+        old, new = _flat(stored, key), _flat(cfg, key)
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) != new.get(name):
+                raise ConfigError(
+                    f"ckpt_path={cfg.ckpt_path}: the checkpoint's run had {name}={old.get(name)!r} but this "
+                    f"config has {new.get(name)!r}; resume with the run's overrides (see {run_config})"
+                )
+    return int(ckpt.get("epoch", -1)) + 1
+
+
+# -- building ----------------------------------------------------------------------------------
+def build(node: DictConfig, where: str, **kwargs: Any) -> Any:
+    """``instantiate(node, **kwargs)`` with user errors as one-line ConfigErrors naming ``where``.
+
+    A RecsysError raised by the constructor passes through unchanged; a wrong argument name or
+    type (TypeError) becomes a ConfigError; anything else is a bug and propagates.
+    """
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, RecsysError):
+            raise cause from None
+        if isinstance(cause, TypeError):
+            target = node.get("_target_") if isinstance(node, DictConfig) else None
+            raise ConfigError(f"{where} ({target}): {cause}; check the keys under {where}") from None
+        raise
+
+
+def build_datamodule(cfg: DictConfig) -> SequenceDataModule:
+    """The data module with the history length the configured scales need."""
+    scales = parse_scales(cfg.scales.windows, cfg.scales.max_events)
+    if cfg.data.max_len < 2:
+        raise ConfigError(f"data.max_len={cfg.data.max_len}: the encoder needs at least 2 positions; use 2 or more")
+    return build(cfg.data, "data", history_len=history_len(scales, cfg.data.max_len), _recursive_=True)
+
+
 def build_module(cfg: DictConfig, dm: SequenceDataModule, run_info: dict) -> RecommenderModule:
     data = dm.load()
-    model = instantiate(cfg.model, num_items=data.num_items, num_event_types=data.num_event_types)
+    model = build(cfg.model, "model", num_items=data.num_items, num_event_types=data.num_event_types)
     return RecommenderModule(
         model=model,
-        loss=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optimizer),
+        loss=build(cfg.loss, "loss"),
+        optimizer=build(cfg.optimizer, "optimizer"),
         ks=cfg.metrics.ks,
         num_items=data.num_items,
         filter_seen=cfg.metrics.filter_seen,
@@ -98,22 +207,26 @@ def save_vocab(run_dir: Path, dm: SequenceDataModule) -> None:
     write("users", polars.DataFrame({"index": np.arange(data.num_users), "user_id": [str(v) for v in data.user_vocab]}))
 
 
-def format_table(results: dict[str, dict[str, float]]) -> str:
-    """Metrics as a text table: one row per metric, one column per stage."""
-    stages = [s for s in ("val", "test") if results.get(s)]
-    names = list(dict.fromkeys(n for s in stages for n in results[s]))
-    width = max([len(n) for n in names] + [6])
-    lines = [f"{'metric':<{width}}  " + "  ".join(f"{s:>8}" for s in stages)]
+def format_table(results: dict[str, dict[str, float]], width: int = 8) -> str:
+    """Metrics as a text table: one row per metric, one column per result set (e.g. val, test)."""
+    columns = [c for c in results if results[c]]
+    names = list(dict.fromkeys(n for c in columns for n in results[c]))
+    if not names:
+        return "(no metrics)"
+    first = max([len(n) for n in names] + [6])
+    width = max([width] + [len(c) for c in columns])
+    lines = [f"{'metric':<{first}}  " + "  ".join(f"{c:>{width}}" for c in columns)]
     for name in names:
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{results[s].get(name, math.nan):8.4f}" for s in stages))
+        lines.append(f"{name:<{first}}  " + "  ".join(f"{results[c].get(name, math.nan):{width}.4f}" for c in columns))
     return "\n".join(lines)
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, with_callbacks: bool = True) -> pl.Trainer:
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()] if with_callbacks else []
-    loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else []
-    return instantiate(
+    callbacks = [build(c, f"callbacks.{name}") for name, c in cfg.callbacks.items()] if with_callbacks else []
+    loggers = [build(c, f"logger.{name}") for name, c in cfg.logger.items()]
+    return build(
         cfg.trainer,
+        "trainer",
         callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=str(run_dir),
@@ -121,13 +234,42 @@ def build_trainer(cfg: DictConfig, run_dir: Path, with_callbacks: bool = True) -
     )
 
 
+def close_loggers(trainer: pl.Trainer | None, status: str) -> None:
+    """Flush and close every logger, so that the next job of a sweep starts a fresh run (wandb
+    keeps one global run per process otherwise)."""
+    if trainer is None:
+        return
+    for logger in trainer.loggers:
+        try:
+            logger.finalize(status)
+        except Exception as err:  # noqa: BLE001 - a logger that cannot flush must not hide the result
+            log.warning("Could not finalize logger %s: %s", type(logger).__name__, err)
+        finish: Callable | None = getattr(getattr(logger, "_experiment", None), "finish", None)
+        if finish is not None:
+            finish()
+
+
+def _best_checkpoint(trainer: pl.Trainer) -> str | None:
+    """The path kept by the monitoring ModelCheckpoint (the first one with a ``monitor``)."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
+            if Path(callback.best_model_path).exists():
+                return callback.best_model_path
+    return None
+
+
+# -- the run -----------------------------------------------------------------------------------
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train and test one configuration; writes the run directory; returns the report."""
+    """Train and test one configuration; writes the run directory; returns the report.
+
+    The run directory gets ``config.yaml`` (resolved), ``vocab/``, ``checkpoints/best.ckpt`` and
+    ``last.ckpt``, ``metrics.json`` and the loggers' files.
+    """
+    validate_config(cfg)
+    first_epoch = check_resume(cfg) if cfg.ckpt_path is not None else 0
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
-    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
 
     dm = build_datamodule(cfg)
     dm.load()
@@ -138,38 +280,50 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     save_vocab(run_dir, dm)
 
+    # the model's initial weights must not depend on whether the data came from the cache
+    pl.seed_everything(cfg.seed, workers=True)
     module = build_module(cfg, dm, run_info)
-    trainer = build_trainer(cfg, run_dir)
-    started = time.perf_counter()
-    epochs = 0
-    if module.model.requires_training:
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
-        epochs = trainer.current_epoch
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-        best = best if best and Path(best).exists() else None
-        trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
-        trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
-    else:
-        mask = dm.train_events_mask()
-        module.model.fit(dm.data.items[mask], dm.data.user_of_event[mask])
-        trainer.validate(module, datamodule=dm, verbose=False)
-        trainer.test(module, datamodule=dm, verbose=False)
-        best = str(run_dir / "checkpoints" / "best.ckpt")
-        trainer.save_checkpoint(best)
-    train_seconds = time.perf_counter() - started
+    trainer = None
+    status = "failed"
+    try:
+        trainer = build_trainer(cfg, run_dir)
+        for logger in trainer.loggers:
+            logger.log_hyperparams(run_info["config"])
+        started = time.perf_counter()
+        epochs = 0
+        if module.model.requires_training:
+            trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+            epochs = trainer.current_epoch
+            best = _best_checkpoint(trainer)
+            trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
+            trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
+        else:
+            mask = dm.train_events_mask()
+            module.model.fit(dm.data.items[mask], dm.data.user_of_event[mask])
+            trainer.validate(module, datamodule=dm, verbose=False)
+            trainer.test(module, datamodule=dm, verbose=False)
+            best = str(run_dir / "checkpoints" / "best.ckpt")
+            trainer.save_checkpoint(best)
+        train_seconds = time.perf_counter() - started
+        status = "success"
+    finally:
+        close_loggers(trainer, status)
 
     report = {
         "status": "ok",
         "val": module.results.get("val", {}),
         "test": module.results.get("test", {}),
+        "optimized_metric": cfg.optimized_metric,
         "best_checkpoint": best,
         "epochs": epochs,
+        "resumed_from": cfg.ckpt_path,
         "train_seconds": round(train_seconds, 3),
-        "seconds_per_epoch": round(train_seconds / epochs, 3) if epochs else None,
+        "seconds_per_epoch": round(train_seconds / (epochs - first_epoch), 3) if epochs > first_epoch else None,
         "data": summary,
         "scale_weights": module.scale_weight_history,
         "version": __version__,
     }
+    report["objective"] = objective(report, cfg.optimized_metric)
     if trainer.is_global_zero:
         write_json_atomic(run_dir / "metrics.json", report)
         if module.scale_weight_history:
@@ -178,13 +332,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if module.scale_weight_history:
             last = {k: round(v, 3) for k, v in module.scale_weight_history[-1].items() if k != "epoch"}
             print(f"Scale weights (last epoch): {last}")
+        if best:
+            print(f"Evaluate again with: recsys evaluate ckpt={best}")
     return report
 
 
+_OBJECTIVE = re.compile(r"^(val|test)/(.+)$")
+
+
 def objective(report: dict[str, Any], metric: str) -> float:
-    stage, _, name = metric.partition("/")
-    value = report.get(stage, {}).get(name)
+    """The value of ``metric`` (``<stage>/<name>``, e.g. ``val/ndcg@10``) in a train report."""
+    match = _OBJECTIVE.match(str(metric))
+    value = report.get(match.group(1), {}).get(match.group(2)) if match else None
     if value is None:
         raise RecsysError(f"optimized_metric={metric!r} was not computed; use e.g. val/ndcg@10")
     return float(value)
-
