@@ -1,0 +1,88 @@
+"""Shared fixtures: tiny configs and an in-process ``recsys`` runner.
+
+The CLI runs in this process (``recsys_cli.cli.main``), with every output under pytest's temporary
+folders. The tiny synthetic dataset (60 users, 80 items) uses only reader keys that stay stable
+(``num_users``, ``num_items``, ``num_categories``, ``days``, ``seed``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+TINY_DATA = [
+    "data.reader.num_users=60",
+    "data.reader.num_items=80",
+    "data.reader.num_categories=4",
+    "data.reader.days=20",
+    "data.max_len=10",
+]
+# a small neural model trained for two epochs; the progress bar stays quiet in test logs
+TINY = [*TINY_DATA, "model.dim=16", "trainer.max_epochs=2", "callbacks.progress_bar.refresh_rate=0"]
+# count baselines have no model.dim and no training
+TINY_BASELINE = [*TINY_DATA, "callbacks.progress_bar.refresh_rate=0"]
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One preparation cache for the session: the tiny dataset is prepared once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def run_recsys(argv: list[str]) -> CliResult:
+    """Run ``recsys argv`` in this process; returns the exit status and the captured output."""
+    from recsys_cli.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(argv))
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    _reset_logging()
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def _reset_logging() -> None:
+    """Hydra points the root logger's handlers at the streams of the run that configured it;
+    drop them so that a later run (or ``logging.basicConfig`` of ``recsys evaluate``) starts clean."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        with contextlib.suppress(Exception):
+            handler.close()
+
+
+@pytest.fixture
+def recsys(cache_dir, tmp_path):
+    """``recsys(*argv)``: run the CLI in-process with its cache in the session cache and its runs
+    under ``tmp_path/runs``."""
+
+    def run(*argv: str) -> CliResult:
+        args = list(argv)
+        if args and args[0] == "train":
+            args += [f"paths.cache_dir={cache_dir}", f"paths.runs_dir={tmp_path / 'runs'}"]
+        return run_recsys(args)
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def _offline_wandb(monkeypatch):
+    """wandb must never need an account or the network: no credentials, no WANDB_MODE."""
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")

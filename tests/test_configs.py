@@ -1,0 +1,122 @@
+"""Every YAML file under ``conf/``: it parses, its ``_target_``s import, and every option of every
+config group composes into the train config, passes the config checks and instantiates (data
+module, model with its partials called, loss, optimizer, trainer with callbacks and loggers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from recsys_cli.compose import check_resolvable, compose_train, config_groups, group_options
+from recsys_cli.config_paths import CONF_DIR
+from recsys_cli.evaluate import EVALUATE_KEYS
+from recsys_cli.train import build, build_datamodule, build_trainer, validate_config
+
+ALL_YAML = sorted(CONF_DIR.rglob("*.yaml"))
+# a shared parent of the dataset files (name: ???, no reader), not an option to choose
+NOT_OPTIONS = {("data", "base")}
+
+
+def targets(node) -> list[str]:
+    """Every ``_target_`` in a config tree."""
+    found = []
+    if isinstance(node, DictConfig):
+        for key in node:
+            if key == "_target_":
+                found.append(node[key])
+            else:
+                found += targets(node._get_node(key))
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            found += targets(node._get_node(i))
+    return found
+
+
+def option_overrides() -> list:
+    params = [pytest.param(None, id="defaults")]
+    for group in config_groups():
+        if group == "hydra" or group.startswith("hydra/"):
+            continue
+        for option in group_options(group):
+            if (group, option) in NOT_OPTIONS:
+                continue
+            prefix = "+" if group == "experiment" else ""
+            params.append(pytest.param(f"{prefix}{group}={option}", id=f"{group}={option}"))
+    return params
+
+
+def test_the_walk_finds_every_yaml_file():
+    groups = set(config_groups())
+    assert {"model", "model/encoder", "data/split", "experiment", "logger", "trainer"} <= groups
+    in_groups = {p for p in ALL_YAML if str(p.parent.relative_to(CONF_DIR)) in groups}
+    top_level = {p.name for p in ALL_YAML if p.parent == CONF_DIR}
+    assert in_groups | {CONF_DIR / name for name in top_level} == set(ALL_YAML)
+    assert top_level == {"train.yaml", "evaluate.yaml"}
+
+
+@pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: str(p.relative_to(CONF_DIR)))
+def test_yaml_parses_and_targets_import(path: Path):
+    text = path.read_text()
+    assert yaml.safe_load(text) is not None or text.strip() in ("", "{}")
+    for target in targets(OmegaConf.load(path)):
+        assert callable(get_object(target)), f"{path}: _target_ {target} is not callable"
+
+
+def test_experiment_is_not_in_the_root_defaults():
+    defaults = OmegaConf.load(CONF_DIR / "train.yaml").defaults
+    names = [next(iter(d)) if isinstance(d, DictConfig) else str(d) for d in defaults]
+    assert not any("experiment" in n for n in names)
+
+
+@pytest.mark.parametrize("name", group_options("experiment"))
+def test_experiment_files_open_with_package_and_command(name):
+    lines = (CONF_DIR / "experiment" / f"{name}.yaml").read_text().splitlines()
+    assert lines[0] == "# @package _global_"
+    assert lines[1] == f"# recsys train +experiment={name}"
+
+
+def test_evaluate_config_has_the_evaluate_keys():
+    cfg = OmegaConf.load(CONF_DIR / "evaluate.yaml")
+    assert tuple(cfg) == EVALUATE_KEYS
+    assert OmegaConf.is_missing(cfg, "ckpt")
+
+
+def test_hydra_config_builds_the_sweep_summary():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True)
+    assert cfg.hydra.job.chdir is False
+    callbacks = [instantiate(c) for c in cfg.hydra.callbacks.values()]
+    assert any(type(c).__name__ == "SweepSummary" for c in callbacks)
+
+
+@pytest.mark.parametrize("override", option_overrides())
+def test_option_composes_validates_and_instantiates(override, tmp_path):
+    overrides = [] if override is None else [override]
+    cfg = compose_train(overrides)
+    if "path" in cfg.data.keys() and OmegaConf.is_missing(cfg.data, "path"):
+        cfg = compose_train([*overrides, f"data.path={tmp_path / 'raw'}"])
+    if not torch.cuda.is_available() and cfg.trainer.accelerator != "cpu":
+        cfg.trainer.accelerator, cfg.trainer.devices = "cpu", 1
+    cfg.paths.run_dir = str(tmp_path / "run")
+    cfg.paths.cache_dir = str(tmp_path / "cache")
+    check_resolvable(cfg)
+    validate_config(cfg)
+
+    dm = build_datamodule(cfg)
+    assert dm.max_len == cfg.data.max_len and callable(dm.split_fn)
+    model = build(cfg.model, "model", num_items=50, num_event_types=3)
+    assert isinstance(model, torch.nn.Module) and isinstance(model.requires_training, bool)
+    loss = build(cfg.loss, "loss")
+    assert callable(loss)
+    optimizer = build(cfg.optimizer, "optimizer")([torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    trainer = build_trainer(cfg, tmp_path / "run")
+    names = {type(c).__name__ for c in trainer.callbacks}
+    assert {"RunCheckpoint", "EarlyStopping"} <= names
+    assert len(trainer.loggers) == len(cfg.logger)
