@@ -135,6 +135,12 @@ def compose_train(overrides: list[str]) -> DictConfig:
         if unknown:
             key = unknown.group(1)
             item = next((o.input_line for o in parsed if o.key_or_group == key), key)
+            if "/" in key:
+                parent = key.rpartition("/")[0]
+                raise ConfigError(
+                    f"{item}: the chosen '{parent}' option has no '{key}' group (see recsys train --cfg job); "
+                    f"remove the override or choose a {parent} that uses {key}"
+                ) from None
             if key.startswith("hydra."):
                 raise ConfigError(f"{item}: Hydra's config has no key '{key}'; see recsys train --hydra-help") from None
             groups_only = [o.input_line for o in parsed if o.key_or_group in set(config_groups())]

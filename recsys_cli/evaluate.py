@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from recsys_cli.compose import compose_train
+from recsys_cli.compose import compose_train, config_groups
 from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.errors import ConfigError
 from recsys_cli.io import load_checkpoint, write_json_atomic
@@ -53,12 +53,13 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
     """Apply ``key=value`` (dotted key) and ``group=option`` (config group) overrides to a stored
     run config. Group options are read from ``conf/``; everything else stays as the run had it."""
     applied = []
+    groups = set(config_groups())
     for item in overrides:
         key, sep, value = item.partition("=")
         key = key.lstrip("+")
         if not sep or not key:
             raise ConfigError(f"override {item!r}: write key=value (e.g. data.path=/data/ml-1m)")
-        if "/" in key:  # a config group: compose it from conf/ and graft it in
+        if key in groups:  # a config group (data, trainer, data/split...): compose it from conf/, graft it in
             fresh = compose_train([item])
             dotted = key.replace("/", ".")
             OmegaConf.update(cfg, dotted, OmegaConf.select(fresh, dotted), merge=False)
@@ -97,7 +98,13 @@ def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_s
             info.get("data_fingerprint"),
         )
     module = build_module(cfg, dm, info)
-    module.load_state_dict(ckpt["state_dict"])
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise ConfigError(
+            f"ckpt={ckpt_path}: the weights do not fit the model built from the config "
+            f"({str(err).splitlines()[0][:160]}); do not override model.* or scales.* when evaluating"
+        ) from None
     trainer = build(cfg.trainer, "trainer", callbacks=[], logger=False, enable_checkpointing=False, default_root_dir=str(run_dir))
     run = trainer.validate if stage == "val" else trainer.test
 

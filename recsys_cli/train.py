@@ -21,6 +21,7 @@ import polars
 import pytorch_lightning as pl
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
 # parts of the run's config that must match a checkpoint it resumes from (the rest may change,
 # e.g. trainer.max_epochs to train longer)
+# the sections train() builds from (a '~group' override may not remove them)
+REQUIRED_SECTIONS = ("paths", "data", "scales", "model", "loss", "optimizer", "trainer", "callbacks", "logger", "metrics")
 RESUME_MUST_MATCH = ("model", "scales", "data.name", "data.reader", "data.preparation", "data.split", "data.max_len")
 
 
@@ -72,6 +75,10 @@ def _check_metric_name(key: str, metric: str, ks: list[int], stages: tuple[str, 
 def validate_config(cfg: DictConfig) -> None:
     """Checks that need no data: types and ranges of the main keys, metric names, the checkpoint
     to resume from. Raises ConfigError (one line naming the key) on the first problem."""
+    for section in REQUIRED_SECTIONS:
+        if section not in cfg.keys():
+            hint = f"; for none use {section}=none" if section in ("logger",) else f"; choose one with {section}=..."
+            raise ConfigError(f"the config has no '{section}' section (removed with ~{section}?){hint}")
     for key, low in (("seed", 0), ("data.max_len", 2), ("data.batch_size", 1), ("data.eval_batch_size", 1)):
         _int_at_least(OmegaConf.select(cfg, key), key, low)
     _int_at_least(cfg.trainer.max_epochs, "trainer.max_epochs", -1, allow_none=True)
@@ -143,7 +150,9 @@ def build(node: DictConfig, where: str, **kwargs: Any) -> Any:
     """``instantiate(node, **kwargs)`` with user errors as one-line ConfigErrors naming ``where``.
 
     A RecsysError raised by the constructor passes through unchanged; a wrong argument name or
-    type (TypeError) becomes a ConfigError; anything else is a bug and propagates.
+    type (TypeError) or a setting Lightning rejects (MisconfigurationException, e.g. a GPU
+    accelerator on a machine without one) becomes a ConfigError; anything else is a bug and
+    propagates.
     """
     try:
         return instantiate(node, **kwargs)
@@ -151,7 +160,7 @@ def build(node: DictConfig, where: str, **kwargs: Any) -> Any:
         cause = err.__cause__
         if isinstance(cause, RecsysError):
             raise cause from None
-        if isinstance(cause, TypeError):
+        if isinstance(cause, (TypeError, MisconfigurationException)):
             target = node.get("_target_") if isinstance(node, DictConfig) else None
             raise ConfigError(f"{where} ({target}): {cause}; check the keys under {where}") from None
         raise

@@ -130,12 +130,14 @@ def test_evaluate_val_stage_reproduces_the_training_val_metrics(trained_run):
 
 def test_evaluate_with_another_split_says_so(trained_run):
     run_dir, _ = trained_run
-    result = run_recsys(["evaluate", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}", "data/split=temporal"])
+    ckpt = f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}"
+    result = run_recsys(["evaluate", ckpt, "data/split=temporal", "trainer=cpu"])
     assert result.code == 0, result.err[-3000:]
-    assert "Overrides of the run's config: data/split=temporal" in result.out
+    assert "Overrides of the run's config: data/split=temporal trainer=cpu" in result.out
     assert re.search(r"^Split: temporal", result.out, re.M), result.out[-2000:]
     report = latest_evaluation(run_dir)
-    assert report["overrides"] == ["data/split=temporal"]
+    assert report["overrides"] == ["data/split=temporal", "trainer=cpu"]
+    assert report["results"]["all scales"] != metrics_of(run_dir)["test"]  # another split, other cases
 
 
 # -- resume -----------------------------------------------------------------------------------------
@@ -283,6 +285,8 @@ def test_help():
         (["optimized_metric=val/ndcg@50"], ["optimized_metric", "metrics.ks"]),
         (["model/encoder=gru,lstm"], ["-m"]),
         (["model.encoder=gru"], ["model/encoder=gru"]),
+        (["model=popularity", "model/encoder=gru"], ["model/encoder", "remove the override"]),
+        (["~logger"], ["logger=none"]),
         (["ckpt_path=/no/such/last.ckpt"], ["ckpt_path=/no/such/last.ckpt", "no such checkpoint file"]),
         (["--no-such-flag"], ["--no-such-flag"]),
     ],
@@ -337,6 +341,7 @@ def test_bad_checkpoint_for_evaluate_and_resume(kind, fragment, bad_checkpoints,
         (["evaluate", "ckpt=CKPT", "stage=train"], ["stage", "val", "test"]),
         (["evaluate", "ckpt=CKPT", "data.no_such_key=1"], ["data.no_such_key"]),
         (["evaluate", "ckpt=CKPT", "data/split=random"], ["data/split", "leave_one_out, temporal"]),
+        (["evaluate", "ckpt=CKPT", "model.dim=8"], ["weights do not fit", "model.*"]),
         (["fit"], ["fit", "train, evaluate, prepare"]),
     ],
 )
