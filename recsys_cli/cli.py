@@ -9,6 +9,7 @@ User errors print one line (``error: ...``) and exit with status 2, never a trac
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sys
@@ -120,14 +121,26 @@ def check_train_args(argv: list[str]) -> None:
 
 
 def _hydra_app(task, config_name: str, argv: list[str], prog: str) -> None:
+    """Run ``task`` as a Hydra app on ``argv``.
+
+    Hydra reads its arguments from ``sys.argv``, so they are swapped in for the parse; the task
+    itself runs with the real ``sys.argv`` back in place, because Lightning's DDP launcher starts
+    the other ranks by re-running ``sys.argv`` (plus ``hydra.run.dir=...``).
+    """
     import hydra
 
-    saved = sys.argv
+    real_argv = sys.argv
+
+    @functools.wraps(task)
+    def task_with_real_argv(cfg: DictConfig):
+        sys.argv = real_argv
+        return task(cfg)
+
     sys.argv = [prog, *argv]
     try:
-        hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)()
+        hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task_with_real_argv)()
     finally:
-        sys.argv = saved
+        sys.argv = real_argv
 
 
 def _prepare(argv: list[str]) -> None:

@@ -4,6 +4,7 @@ The checkpoint carries the run's resolved config and item vocabulary; the data m
 from that config (prepared data comes from the cache or is prepared again, deterministically), the
 vocabulary is checked against the stored one, and the weights are loaded with
 ``torch.load(weights_only=True)``. Overrides of the run's config are allowed and printed.
+Evaluation runs in one process, on the run's accelerator when this machine has it, else the CPU.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
@@ -71,6 +73,16 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
     return applied
 
 
+def evaluate_device(cfg: DictConfig) -> dict[str, Any]:
+    """Trainer settings for evaluation: one process (metrics under DDP equal the single-process
+    ones, so nothing is lost), and the CPU when the run used a GPU this machine does not have."""
+    settings: dict[str, Any] = {"devices": 1, "strategy": "auto"}
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        print(f"Note: the run used trainer.accelerator={cfg.trainer.accelerator}; this machine has no GPU, evaluating on the CPU in 32-bit")
+        settings.update(accelerator="cpu", precision="32-true")
+    return settings
+
+
 def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_scales: bool = False) -> dict[str, Any]:
     """Evaluate the checkpoint on ``stage`` of its run's split (or of the overridden config);
     prints a table and writes ``<run>/evaluations/<time>-<stage>.json``; returns the report."""
@@ -105,7 +117,15 @@ def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_s
             f"ckpt={ckpt_path}: the weights do not fit the model built from the config "
             f"({str(err).splitlines()[0][:160]}); do not override model.* or scales.* when evaluating"
         ) from None
-    trainer = build(cfg.trainer, "trainer", callbacks=[], logger=False, enable_checkpointing=False, default_root_dir=str(run_dir))
+    trainer = build(
+        cfg.trainer,
+        "trainer",
+        callbacks=[],
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=str(run_dir),
+        **evaluate_device(cfg),
+    )
     run = trainer.validate if stage == "val" else trainer.test
 
     results: dict[str, dict[str, float]] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,34 @@ def test_evaluate_with_another_split_says_so(trained_run):
     report = latest_evaluation(run_dir)
     assert report["overrides"] == ["data/split=temporal", "trainer=cpu"]
     assert report["results"]["all scales"] != metrics_of(run_dir)["test"]  # another split, other cases
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback is for machines without a GPU")
+def test_evaluate_a_gpu_run_on_a_machine_without_gpu(trained_run):
+    run_dir, _ = trained_run
+    result = run_recsys(["evaluate", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}", "trainer=gpu"])
+    assert result.code == 0, result.err[-3000:]
+    assert "this machine has no GPU, evaluating on the CPU" in result.out
+    evaluated = latest_evaluation(run_dir)["results"]["all scales"]
+    assert evaluated["ndcg@10"] == pytest.approx(metrics_of(run_dir)["test"]["ndcg@10"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_matches_single_process_evaluation(cache_dir, tmp_path):
+    """Lightning starts the second rank by re-running the command line, so this runs the real
+    ``recsys`` executable; evaluation (one process) must give the DDP run's test metrics."""
+    run_dir = tmp_path / "ddp"
+    args = [a for a in TINY if not a.startswith("trainer.max_epochs")]
+    command = ["recsys", "train", *args, "trainer.max_epochs=1", "trainer.devices=2", "trainer.strategy=ddp",
+               f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (run_dir / "train_ddp_process_1.log").is_file()  # a second rank really ran
+    result = run_recsys(["evaluate", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}"])
+    assert result.code == 0, result.err[-3000:]
+    evaluated = latest_evaluation(run_dir)["results"]["all scales"]
+    for name, value in metrics_of(run_dir)["test"].items():
+        assert evaluated[name] == pytest.approx(value, abs=1e-6), name
 
 
 # -- resume -----------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import pytorch_lightning as pl
@@ -9,6 +10,10 @@ import torch
 from torch import nn
 
 from recsys_cli.training.metrics import RankingMetrics, sync_distributed
+
+# Evaluation metrics are all-reduced by sync_distributed before they are logged (every rank logs
+# the global value), so Lightning's advice to log them with sync_dist=True does not apply.
+warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
 class RecommenderModule(pl.LightningModule):
