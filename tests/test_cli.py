@@ -372,6 +372,8 @@ def test_bad_checkpoint_for_evaluate_and_resume(kind, fragment, bad_checkpoints,
         (["evaluate", "ckpt=CKPT", "data/split=random"], ["data/split", "leave_one_out, temporal"]),
         (["evaluate", "ckpt=CKPT", "model.dim=8"], ["weights do not fit", "model.*"]),
         (["fit"], ["fit", "train, evaluate, prepare"]),
+        (["prepare", "data=recbole"], ["data.path", "required"]),
+        (["prepare", "data=synthetic", "data.reader.num_user=5"], ["did you mean data.reader.num_users"]),
     ],
 )
 def test_bad_evaluate_input(argv, fragments, trained_run):
