@@ -10,6 +10,7 @@ Evaluation runs in one process, on the run's accelerator when this machine has i
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -103,11 +104,11 @@ def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_s
             "data.preparation)"
         )
     if data.fingerprint != info.get("data_fingerprint"):
-        log.warning(
-            "The prepared data differs from the data the run was trained on (fingerprint %s, trained on %s): "
-            "the input files, the preparation settings or the code changed; metrics may differ from training's",
-            data.fingerprint,
-            info.get("data_fingerprint"),
+        print(
+            f"Warning: The prepared data differs from the data the run was trained on (fingerprint "
+            f"{data.fingerprint}, trained on {info.get('data_fingerprint')}): the input files, the preparation "
+            "settings or the code changed; metrics may differ from training's",
+            file=sys.stderr,
         )
     module = build_module(cfg, dm, info)
     try:

@@ -26,6 +26,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from recsys_cli import __version__
+from recsys_cli.compose import group_options
+from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.data.datamodule import SequenceDataModule
 from recsys_cli.data.windows import history_len, parse_scales
 from recsys_cli.errors import ConfigError, RecsysError
@@ -37,10 +39,10 @@ from recsys_cli.training.module import RecommenderModule
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
-# parts of the run's config that must match a checkpoint it resumes from (the rest may change,
-# e.g. trainer.max_epochs to train longer)
 # the sections train() builds from (a '~group' override may not remove them)
 REQUIRED_SECTIONS = ("paths", "data", "scales", "model", "loss", "optimizer", "trainer", "callbacks", "logger", "metrics")
+# parts of the run's config that must match a checkpoint it resumes from (the rest may change,
+# e.g. trainer.max_epochs to train longer)
 RESUME_MUST_MATCH = ("model", "scales", "data.name", "data.reader", "data.preparation", "data.split", "data.max_len")
 
 
@@ -77,11 +79,12 @@ def validate_config(cfg: DictConfig) -> None:
     to resume from. Raises ConfigError (one line naming the key) on the first problem."""
     for section in REQUIRED_SECTIONS:
         if section not in cfg.keys():
-            hint = f"; for none use {section}=none" if section in ("logger",) else f"; choose one with {section}=..."
+            options = ", ".join(group_options(section)) if (CONF_DIR / section).is_dir() else ""
+            hint = f"; choose one of its options ({options})" if options else ""
             raise ConfigError(f"the config has no '{section}' section (removed with ~{section}?){hint}")
     for key, low in (("seed", 0), ("data.max_len", 2), ("data.batch_size", 1), ("data.eval_batch_size", 1)):
         _int_at_least(OmegaConf.select(cfg, key), key, low)
-    _int_at_least(cfg.trainer.max_epochs, "trainer.max_epochs", -1, allow_none=True)
+    _int_at_least(OmegaConf.select(cfg, "trainer.max_epochs"), "trainer.max_epochs", -1, allow_none=True)
     ks = cfg.metrics.ks
     if not isinstance(ks, ListConfig) or not ks:
         raise ConfigError(f"metrics.ks={ks!r}: use a non-empty list of cut-offs, e.g. [10, 20]")

@@ -141,6 +141,16 @@ def test_evaluate_with_another_split_says_so(trained_run):
     assert report["results"]["all scales"] != metrics_of(run_dir)["test"]  # another split, other cases
 
 
+def test_evaluate_warns_when_the_prepared_data_differs(trained_run):
+    run_dir, _ = trained_run
+    result = run_recsys(["evaluate", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}",
+                         "data.preparation.min_user_events=3"])
+    assert result.code == 0, result.err[-3000:]
+    assert "The prepared data differs from the data the run was trained on" in result.err
+    report = latest_evaluation(run_dir)
+    assert report["data_fingerprint_now"] != report["data_fingerprint_trained"]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback is for machines without a GPU")
 def test_evaluate_a_gpu_run_on_a_machine_without_gpu(trained_run):
     run_dir, _ = trained_run
@@ -315,7 +325,7 @@ def test_help():
         (["model/encoder=gru,lstm"], ["-m"]),
         (["model.encoder=gru"], ["model/encoder=gru"]),
         (["model=popularity", "model/encoder=gru"], ["model/encoder", "remove the override"]),
-        (["~logger"], ["logger=none"]),
+        (["~logger"], ["logger", "csv, none, tensorboard, wandb"]),
         (["ckpt_path=/no/such/last.ckpt"], ["ckpt_path=/no/such/last.ckpt", "no such checkpoint file"]),
         (["--no-such-flag"], ["--no-such-flag"]),
     ],
