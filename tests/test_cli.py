@@ -220,7 +220,7 @@ def read_summary(sweep_dir: Path) -> list[dict]:
 def test_multirun_writes_one_summary(recsys, tmp_path):
     sweep = tmp_path / "sweep"
     args = [a for a in TINY if not a.startswith("trainer.max_epochs")]
-    result = recsys("train", "-m", *args, "trainer.max_epochs=1", "model/encoder=gru,lstm",
+    result = recsys("train", "-m", *args, "trainer.max_epochs=1", "scales=none", "model/encoder=gru,lstm",
                     f"hydra.sweep.dir={sweep}")
     assert result.code == 0, result.err[-3000:]
     rows = read_summary(sweep)
@@ -261,7 +261,8 @@ def test_multirun_checks_every_swept_value_before_starting(recsys, tmp_path):
 def test_experiment_synthetic_gru(recsys, tmp_path):
     run_dir = tmp_path / "run"
     args = [a for a in TINY if not a.startswith("trainer.max_epochs")]
-    result = recsys("train", "+experiment=synthetic_gru", *args, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}")
+    result = recsys("train", "+experiment=synthetic_gru", *args, "trainer.max_epochs=1", "scales=none",
+                    f"hydra.run.dir={run_dir}")
     assert result.code == 0, result.err[-3000:]
     config = compose_train(["+experiment=synthetic_gru"])
     assert config.model.encoder.cell == "gru" and config.trainer.max_epochs == 20
