@@ -17,19 +17,25 @@ Generative process (all randomness from one ``numpy.random.default_rng(seed)``):
    is ``max(2, Poisson(sessions_per_user * multiplier))``.
 3. Sessions in time. Session sizes are geometric with mean ``session_length`` (capped at
    ``max_session_length``); gaps between events of a session are exponential with mean
-   ``gap_minutes`` (capped at 20 minutes), so a session lasts a few minutes. Sessions are spread
-   uniformly at random over ``days`` days (sorted order statistics), and every gap between the end
-   of one session and the start of the next is at least ``min_session_gap_hours`` (default one
+   ``gap_minutes`` (capped at 20 minutes), so a session lasts a few minutes. Every gap between the
+   end of one session and the start of the next is at least ``min_session_gap_hours`` (default one
    hour). Hence a 30-minute window anchored at an event never reaches into an earlier session, and
    a gap of more than 30 minutes between consecutive events of a user is always a session boundary.
-4. Interests that last days to weeks. Each user's time line is cut into periods with exponential
-   durations of mean ``interest_days``; each period has one "current interest" category, drawn from
-   the long-term taste with probability 0.7, else uniformly from all categories.
-5. Session category: the current interest at the session's start (p=0.6), a draw from the long-term
-   taste (p=0.3), or a uniform category (p=0.1). All items of a session are in this category.
-6. Items in a session: the first one is a popularity draw from the session category; every later one
-   is, with probability ``transition_prob``, a uniformly chosen successor of the previous item, else
-   a new popularity draw from the session category. Transitions never cross sessions.
+4. Missions: interests that last a day or a few. A user's sessions are shared out uniformly at
+   random among ``max(1, Poisson(sessions / sessions_per_mission))`` missions (so missions differ
+   in size). A mission has a category (the long-term taste with probability 0.5, else any
+   category) and a centre in time (stratified: mission k of n is uniform in the k-th n-th of the
+   ``days``); its sessions lie around the centre with a normal spread of ``mission_days`` days
+   (reflected at the ends of the span), so shopping is bursty: a few sessions within a day or two
+   about one thing, then a quiet spell, then another mission. (Session start times are the sorted
+   positions, mapped onto the time left free by the sessions and their minimum gaps.)
+5. Session intent (a category): the session's mission category (p=0.85), a draw from the
+   long-term taste (p=0.1), or a uniform category (p=0.05).
+6. Items in a session. An event's category is the session intent with probability
+   ``session_focus``, else side browsing: the mission's category or a draw from the long-term taste
+   (half and half). Every event after a session's first is, with probability ``transition_prob``, a
+   uniformly chosen successor of the previous item, else a popularity draw from its category.
+   Transitions never cross sessions.
 7. Event types (a funnel): each generated event is a ``cart`` with probability ``cart_prob``, a
    direct ``buy`` with probability 0.01, else a ``view``. A session that contains a cart ends, with
    probability ``buy_prob``, with one extra ``buy`` event of the last item carted in it, so buys
@@ -37,11 +43,16 @@ Generative process (all randomness from one ``numpy.random.default_rng(seed)``):
 
 Which scale each piece of structure lives at:
 
-* session (minutes; a ``30m`` window): successor transitions (step 6) and the session category
-  (step 5): the previous item and the items of the current session predict the next item best;
-* day to weeks (``1d``-``30d`` windows): the current interest (step 4) links consecutive sessions;
-* months / all history (``null`` window): the long-term taste (step 2) and item popularity (step 1),
-  which survive interest changes.
+* the last event: successor transitions (step 6);
+* session (minutes; a ``30m`` window): the session intent (step 5), which side browsing blurs, so
+  the whole session tells it better than the last few events;
+* day (a ``1d`` window): the current mission (step 4). Its category changes with each mission, and
+  how many events back the mission began varies (missions differ in size, sessions in length):
+  a window in time finds it, a fixed number of recent events does not;
+* month / all history (``30d``, ``null``): the long-term taste (step 2) behind missions, side
+  browsing and item popularity (step 1).
+
+How much each scale helps is measured, not assumed: see the README's results.
 
 Timestamps are whole seconds from ``start`` (UTC), so equal timestamps occur inside sessions; rows
 come sorted by (user_id, timestamp) with the generation order kept on ties, and timestamps never
@@ -66,9 +77,10 @@ from recsys_cli.errors import ConfigError
 EVENT_TYPES = ("view", "cart", "buy")
 
 # Probabilities of the generative process that are not worth a config key (see the module docstring).
-INTEREST_FROM_TASTE = 0.7  # an interest period's category comes from the long-term taste
-SESSION_FROM_INTEREST = 0.6  # a session's category is the current interest ...
-SESSION_FROM_TASTE = 0.3  # ... or a draw from the long-term taste (else uniform)
+MISSION_FROM_TASTE = 0.5  # a mission's category comes from the long-term taste (else uniform)
+SESSION_FROM_MISSION = 0.85  # a session's intent is its mission's category ...
+SESSION_FROM_TASTE = 0.1  # ... or a draw from the long-term taste (else uniform)
+SIDE_FROM_MISSION = 0.5  # side browsing: the mission's category (else the long-term taste)
 DIRECT_BUY_PROB = 0.01  # an event that is a buy without an earlier cart
 MAX_INNER_GAP_S = 20 * 60.0  # cap on the gap between consecutive events of one session
 MIN_FAVOURITES, MAX_FAVOURITES = 2, 4
@@ -117,7 +129,9 @@ class SyntheticTruth:
     successors:       [num_items + 1, successors_per_item] successor item ids of each item (row 0 unused)
     item_category:    [num_items + 1] category index of each item (entry 0 is -1)
     session_id:       [num_events] session index of each event row (increasing down the rows)
-    session_category: [num_sessions] category index of each session
+    session_category: [num_sessions] category index of each session (its intent)
+    session_mission:  [num_sessions] mission index of each session
+    mission_category: [num_missions] category index of each mission
     favourites:       [num_users + 1, k] favourite category indices of each user (-1 where unused)
     taste:            [num_users + 1, k] taste weights matching ``favourites`` (rows sum to 1)
     categories:       the category names, by index
@@ -127,6 +141,8 @@ class SyntheticTruth:
     item_category: np.ndarray
     session_id: np.ndarray
     session_category: np.ndarray
+    session_mission: np.ndarray
+    mission_category: np.ndarray
     favourites: np.ndarray
     taste: np.ndarray
     categories: list[str]
@@ -150,8 +166,10 @@ class SyntheticSource(DatasetReader):
         sessions_per_user: float = 25.0,
         session_length: float = 5.0,
         successors_per_item: int = 3,
-        transition_prob: float = 0.5,
-        interest_days: float = 7.0,
+        transition_prob: float = 0.15,
+        session_focus: float = 0.6,
+        mission_days: float = 1.0,
+        sessions_per_mission: float = 4.0,
         seed: int = 0,
         start: str = "2024-01-01",
         max_session_length: int = 20,
@@ -170,7 +188,9 @@ class SyntheticSource(DatasetReader):
         self.session_length = float(session_length)
         self.successors_per_item = int(successors_per_item)
         self.transition_prob = float(transition_prob)
-        self.interest_days = float(interest_days)
+        self.session_focus = float(session_focus)
+        self.mission_days = float(mission_days)
+        self.sessions_per_mission = float(sessions_per_mission)
         self.seed = int(seed)
         self.start = str(start)
         self.max_session_length = int(max_session_length)
@@ -203,7 +223,9 @@ class SyntheticSource(DatasetReader):
         )
         need(self.successors_per_item >= 1, "successors_per_item", ">= 1")
         need(0 <= self.transition_prob <= 1, "transition_prob", "in [0, 1]")
-        need(self.interest_days > 0, "interest_days", "> 0")
+        need(0 <= self.session_focus <= 1, "session_focus", "in [0, 1]")
+        need(self.mission_days > 0, "mission_days", "> 0")
+        need(self.sessions_per_mission >= 1, "sessions_per_mission", ">= 1")
         need(self.seed >= 0, "seed", ">= 0")
         need(self.gap_minutes > 0, "gap_minutes", "> 0")
         need(
@@ -304,40 +326,52 @@ class SyntheticSource(DatasetReader):
         user_begin = np.concatenate([[0], np.cumsum(n_sess)[:-1]])
         reserved = _segment_cumsum(block, user_begin, sess_user) - block  # exclusive per user
         free = np.maximum(span - np.add.reduceat(block, user_begin) + min_gap, 0.0)
-        frac = np.sort(sess_user + rng.random(n_s)) - sess_user  # sorted uniforms per user
-        sess_start = frac * free[sess_user] + reserved
 
-        # --- 4. interest periods (days to weeks) ----------------------------------------------
-        mean_period = self.interest_days * 86400.0
-        horizon = float((sess_start + duration).max())
-        expected = horizon / mean_period
-        n_periods = int(np.ceil(expected + 6.0 * np.sqrt(expected + 1.0) + 5.0))
-        bounds = np.cumsum(rng.exponential(mean_period, (n_users, n_periods)), axis=1)
-        period_users = np.repeat(np.arange(n_users), n_periods)
-        interest = np.where(
-            rng.random(n_users * n_periods) < INTEREST_FROM_TASTE,
-            from_taste(period_users),
-            rng.integers(0, n_cats, n_users * n_periods),
-        ).reshape(n_users, n_periods)
-        stride = max(float(bounds.max()), horizon) + 1.0  # rows side by side in one sorted array
-        flat = (bounds + np.arange(n_users)[:, None] * stride).ravel()
-        period = np.searchsorted(flat, sess_start + sess_user * stride, side="right")
-        period = np.minimum(period - sess_user * n_periods, n_periods - 1)
+        # --- 4. missions: a few sessions close in time about one category ----------------------
+        n_mis = np.maximum(1, rng.poisson(n_sess / self.sessions_per_mission))
+        mis_user = np.repeat(np.arange(n_users), n_mis)
+        mis_begin = np.concatenate([[0], np.cumsum(n_mis)[:-1]])
+        mis_cat = np.where(
+            rng.random(mis_user.size) < MISSION_FROM_TASTE,
+            from_taste(mis_user),
+            rng.integers(0, n_cats, mis_user.size),
+        )
+        # stratified centres: mission k of n lies in the k-th n-th of the span, so missions are
+        # separate bursts rather than overlapping ones (their categories are drawn independently)
+        rank = np.arange(mis_user.size) - mis_begin[mis_user]
+        centre = (rank + rng.random(mis_user.size)) / n_mis[mis_user]
+        mission = mis_begin[sess_user] + np.floor(rng.random(n_s) * n_mis[sess_user]).astype(np.int64)
+        spread = self.mission_days * 86400.0 / np.maximum(free[sess_user], 1.0)
+        raw = np.abs(centre[mission] + rng.normal(0.0, 1.0, n_s) * spread)
+        raw = np.clip(1.0 - np.abs(1.0 - raw), 0.0, 1.0 - 1e-6)  # reflected into [0, 1)
+        # the k-th session of a user (in row order) takes the k-th earliest position, and its mission
+        by_time = np.lexsort((raw, sess_user))
+        frac, mission = raw[by_time], mission[by_time]
+        sess_start = np.maximum(frac * free[sess_user] + reserved, 0.0)  # no rounding below 0
 
         # --- 5. session category --------------------------------------------------------------
         u = rng.random(n_s)
         sess_cat = np.where(
-            u < SESSION_FROM_INTEREST,
-            interest[sess_user, period],
+            u < SESSION_FROM_MISSION,
+            mis_cat[mission],
             np.where(
-                u < SESSION_FROM_INTEREST + SESSION_FROM_TASTE,
+                u < SESSION_FROM_MISSION + SESSION_FROM_TASTE,
                 from_taste(sess_user),
                 rng.integers(0, n_cats, n_s),
             ),
         )
 
         # --- 6. items along each session: successor transitions or popularity draws -----------
-        item = popular(sess_cat[ev_sess])
+        # an event's category: the session intent (p = session_focus), else side browsing: the
+        # mission's category or a draw from the long-term taste
+        u = rng.random(n_chain)
+        side = np.where(
+            u < self.session_focus + SIDE_FROM_MISSION * (1.0 - self.session_focus),
+            mis_cat[mission][ev_sess],
+            from_taste(sess_user[ev_sess]),
+        )
+        ev_cat = np.where(u < self.session_focus, sess_cat[ev_sess], side)
+        item = popular(ev_cat)
         follows = (rng.random(n_chain) < self.transition_prob) & (ev_pos > 0)
         pick = rng.integers(0, n_succ, n_chain)
         for step in range(1, int(size.max())):
@@ -379,6 +413,8 @@ class SyntheticSource(DatasetReader):
             item_category=np.concatenate([[-1], item_cat]),
             session_id=out_sess,
             session_category=sess_cat,
+            session_mission=mission,
+            mission_category=mis_cat,
             favourites=np.vstack([np.full((1, n_fav_max), -1), np.where(used, favourites, -1)]),
             taste=np.vstack([np.zeros((1, n_fav_max)), taste]),
             categories=names,
