@@ -29,7 +29,7 @@ from recsys_cli import __version__
 from recsys_cli.compose import group_options
 from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.data.datamodule import SequenceDataModule
-from recsys_cli.data.windows import history_len, parse_scales
+from recsys_cli.data.windows import parse_scales
 from recsys_cli.errors import ConfigError, RecsysError
 from recsys_cli.io import atomic_write, load_checkpoint, write_json_atomic, write_text_atomic
 from recsys_cli.training.callbacks import AtomicCheckpointIO
@@ -170,11 +170,8 @@ def build(node: DictConfig, where: str, **kwargs: Any) -> Any:
 
 
 def build_datamodule(cfg: DictConfig) -> SequenceDataModule:
-    """The data module with the history length the configured scales need."""
-    scales = parse_scales(cfg.scales.windows, cfg.scales.max_events)
-    if cfg.data.max_len < 2:
-        raise ConfigError(f"data.max_len={cfg.data.max_len}: the encoder needs at least 2 positions; use 2 or more")
-    return build(cfg.data, "data", history_len=history_len(scales, cfg.data.max_len), _recursive_=True)
+    """The data module (it reads ``cfg.scales`` through ``data.scales`` and computes their features)."""
+    return build(cfg.data, "data", _recursive_=True)
 
 
 def build_module(cfg: DictConfig, dm: SequenceDataModule, run_info: dict) -> RecommenderModule:

@@ -11,14 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys_cli.data import window_features as WF
+from recsys_cli.data.datamodule import CaseBatches
 from recsys_cli.data.prepare import PreparedData
 from recsys_cli.data.window_features import (
+    GAP_SCALE,
     compute_window_features,
     previous_same_value,
     window_start_indices,
 )
-from recsys_cli.data.windows import TimeWindowScale, window_masks, window_starts
-from recsys_cli.models.scales import _GAP_SCALE, window_statistics
+from recsys_cli.data.windows import TimeWindowScale, history_len, window_masks
 
 MINUTE, DAY = 60, 86400
 SCALES = [
@@ -91,15 +92,15 @@ def brute_force(data: PreparedData, scales: list[TimeWindowScale]):
                 # exact: (m * sum g^2 - (sum g)^2) / m^2 with m gaps, in integers
                 var = (len(gaps) * sq - sum(gaps) ** 2) / len(gaps) ** 2 if gaps else 0.0
                 if sq >= 2**62:
-                    tol[e, s] += math.log1p(math.sqrt(1e-15 * sq / len(gaps))) / _GAP_SCALE
+                    tol[e, s] += math.log1p(math.sqrt(1e-15 * sq / len(gaps))) / GAP_SCALE
                 since = t[e] - t[e - 1] if e > lo else 0
                 row = [
                     math.log1p(c) / math.log1p(sc.max_events),
                     len({int(data.items[i]) for i in members}) / c,
                     len({int(data.categories[i]) for i in members}) / c,
-                    math.log1p(mean) / _GAP_SCALE,
-                    math.log1p(math.sqrt(max(var, 0.0))) / _GAP_SCALE,
-                    math.log1p(since) / _GAP_SCALE,
+                    math.log1p(mean) / GAP_SCALE,
+                    math.log1p(math.sqrt(max(var, 0.0))) / GAP_SCALE,
+                    math.log1p(since) / GAP_SCALE,
                 ]
                 row += [
                     sum(int(data.event_types[i]) == k for i in members) / c for k in range(1, K + 1)
@@ -181,9 +182,9 @@ def test_hand_made_example():
     assert stats[4, 0, 1] == pytest.approx(2 / 3)
     assert stats[4, 0, 2] == pytest.approx(1.0)
     # session window of anchor 4: times 50, 50, 55 min: mean gap 2.5 min, gaps 0 and 5 min -> std 2.5 min
-    assert stats[4, 0, 3] == pytest.approx(math.log1p(150) / _GAP_SCALE)
-    assert stats[4, 0, 4] == pytest.approx(math.log1p(150) / _GAP_SCALE)
-    assert stats[4, 0, 5] == pytest.approx(math.log1p(300) / _GAP_SCALE)
+    assert stats[4, 0, 3] == pytest.approx(math.log1p(150) / GAP_SCALE)
+    assert stats[4, 0, 4] == pytest.approx(math.log1p(150) / GAP_SCALE)
+    assert stats[4, 0, 5] == pytest.approx(math.log1p(300) / GAP_SCALE)
     # event types 2, 1, 3 in that window: one third each
     np.testing.assert_allclose(stats[4, 0, 6:], [1 / 3, 1 / 3, 1 / 3], rtol=1e-6)
     # anchor 6 (session: items 8, 8): equal gaps only -> spread exactly 0
@@ -239,7 +240,7 @@ def test_gaps_of_centuries_stay_exact():
     data = make_data(users, 0)
     f = compute_window_features(data, [TimeWindowScale("all", max_events=10)])
     assert (f.stats[:, 0, 4] == 0).all()
-    assert f.stats[3, 0, 3] == pytest.approx(math.log1p(g) / _GAP_SCALE)
+    assert f.stats[3, 0, 3] == pytest.approx(math.log1p(g) / GAP_SCALE)
 
 
 def test_previous_same_value():
@@ -255,41 +256,28 @@ def test_no_events_and_no_scales():
 
 
 @settings(max_examples=25, deadline=None)
-@given(data=datasets())
-def test_agrees_with_batch_windows_and_statistics(data):
-    """The same windows and statistics as the batch-time functions when a batch holds a user's
-    whole history (memory = all events, every position an anchor)."""
+@given(data=datasets(), max_len=st.integers(2, 6))
+def test_batches_carry_the_reference_windows(data, max_len):
+    """Every evaluation batch's ``window_start`` rebuilds exactly the membership that the reference
+    :func:`window_masks` computes from the batch's own times, and ``scale_stats`` are the features
+    of each anchor (zeros on padding)."""
     scales = SCALES
     feats = compute_window_features(data, scales)
-    max_events = torch.tensor([s.max_events for s in scales])
-    for u in range(data.num_users):
-        lo, hi = int(data.offsets[u]), int(data.offsets[u + 1])
-        n = hi - lo
-        pad = 2  # left padding, as in batches
-        T = n + pad
-        valid = torch.arange(T)[None, :] >= pad
-
-        zeros = torch.zeros(1, pad, dtype=torch.int64)
-        batch = {
-            key: torch.cat([zeros, torch.from_numpy(x[lo:hi])[None]], 1)
-            for key, x in (
-                ("items", data.items),
-                ("categories", data.categories),
-                ("event_types", data.event_types),
-                ("times", data.times),
-            )
-        }
-        starts = window_starts(scales, batch["times"], valid, n)  # [1, S, n]
-        np.testing.assert_array_equal(starts[0].T.numpy() - pad + lo, feats.starts[lo:hi])
-        masks = window_masks(scales, batch["times"], valid, n)  # [1, S, n, T]
-        counts = masks[0].sum(-1).T.numpy()
-        np.testing.assert_array_equal(counts, feats.counts[lo:hi])
-        if int(data.times[hi - 1] - data.times[lo]) < 10**6:  # float32 batch times stay exact
-            stats = window_statistics(starts, batch, data.num_event_types, max_events)
-            stats = stats[0].permute(1, 0, 2).numpy()  # [n, S, F]
-            # the gap spread (feature 4) is left out: the batch version computes it in float32
-            # (mean gap squared minus mean squared gap), which cancels to 0 for nearly equal gaps
-            keep = [f for f in range(stats.shape[-1]) if f != 4]
-            np.testing.assert_allclose(
-                stats[..., keep], feats.stats[lo:hi][..., keep], rtol=1e-4, atol=2e-5
-            )
+    H = history_len(scales, max_len)
+    targets = np.arange(data.num_events)[np.arange(data.num_events) > data.offsets[data.user_of_event]]
+    if len(targets) == 0:
+        return
+    starts = data.offsets[data.user_of_event[targets]]
+    cases = CaseBatches(data, targets, starts, max_len, H, True, feats)
+    batch = cases[np.arange(len(targets))]
+    valid = batch["items"] > 0
+    masks = window_masks(scales, batch["times"], valid, max_len)  # [B, S, L, T]
+    T = H + max_len
+    j = torch.arange(T)
+    anchor = torch.arange(H, T)
+    rebuilt = (j >= batch["window_start"][..., None]) & (j <= anchor[None, None, :, None])
+    assert torch.equal(rebuilt, masks)
+    anchors = torch.from_numpy(targets)[:, None] - max_len + torch.arange(max_len)  # [B, L]
+    at = torch.where(valid[:, -max_len:], anchors, 0)
+    expected = torch.from_numpy(feats.stats)[at] * valid[:, -max_len:, None, None]
+    torch.testing.assert_close(batch["scale_stats"], expected.permute(0, 2, 1, 3))

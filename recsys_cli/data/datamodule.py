@@ -9,13 +9,20 @@ fancy-index per batch; nothing is copied per prefix.
   event after the first is a target exactly once (dense supervision, targets ``[e - L + 1, e]``);
 - evaluation case: ``e`` is the target's index; the target is ``items[e]``, and the items of
   ``[s, e)`` are the seen items that ranking may filter.
+
+With time-window scales, every batch also carries, for each scale and each of the ``L`` encoder
+positions (anchors), the window's first member in memory coordinates (``window_start`` [B, S, L];
+the window is ``[start, anchor]``) and its statistics (``scale_stats`` [B, S, L, F]). Both are
+looked up from :func:`recsys_cli.data.window_features.compute_window_features`, computed once per
+data module over each user's whole history; an anchor's features depend on events up to the anchor
+only, so nothing at or after a target reaches its prediction.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import pytorch_lightning as pl
@@ -26,6 +33,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from recsys_cli.data.formats.base import DatasetReader
 from recsys_cli.data.prepare import PreparationConfig, PreparedData, prepare
 from recsys_cli.data.splits import Split
+from recsys_cli.data.window_features import WindowFeatures, compute_window_features
+from recsys_cli.data.windows import history_len, parse_scales
 from recsys_cli.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -59,9 +68,11 @@ class CaseBatches(Dataset):
         max_len: int,
         history_len: int,
         evaluation: bool,
+        features: WindowFeatures | None = None,
     ):
         self.data, self.ends, self.starts = data, ends, starts
         self.max_len, self.history_len, self.evaluation = max_len, history_len, evaluation
+        self.features = features
         self._span = np.arange(-(max_len + history_len), 0)
 
     def __len__(self) -> int:
@@ -80,6 +91,8 @@ class CaseBatches(Dataset):
             "event_types": np.where(valid, d.event_types[idx], 0),
             "categories": np.where(valid, d.categories[idx], 0),
         }
+        if self.features is not None:
+            batch.update(self._window_fields(idx[:, -self.max_len :], valid[:, -self.max_len :], ends))
         if self.evaluation:
             batch["target"] = d.items[ends]
             lengths = ends - starts
@@ -93,6 +106,24 @@ class CaseBatches(Dataset):
             has_next = valid[:, -self.max_len :] & (last + 1 <= ends[:, None])
             batch["targets"] = np.where(has_next, d.items[nxt], 0)
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+
+
+    def _window_fields(self, anchors: np.ndarray, valid: np.ndarray, ends: np.ndarray) -> dict:
+        """``window_start`` [B, S, L] (memory coordinates) and ``scale_stats`` [B, S, L, F].
+
+        anchors: [B, L] global indices of the encoder positions, valid: [B, L]. Memory slot 0 is
+        global index ``end - (L + H)``; a window never reaches before it because a scale sees at
+        most ``max_events <= H + 1`` events. A padded anchor gets an empty window (start = anchor
+        + 1) and zero statistics.
+        """
+        L, H = self.max_len, self.history_len
+        f = self.features
+        at = np.where(valid, anchors, 0)
+        start = f.starts[at] - (ends - (L + H))[:, None, None]  # [B, L, S]
+        empty = np.arange(H + 1, H + L + 1)[None, :, None]
+        start = np.where(valid[..., None], start, empty)
+        stats = np.where(valid[..., None, None], f.stats[at], 0.0)  # [B, L, S, F]
+        return {"window_start": start.transpose(0, 2, 1), "scale_stats": stats.transpose(0, 2, 1, 3)}
 
 
 class ShardedBatchSampler(Sampler):
@@ -146,7 +177,7 @@ class SequenceDataModule(pl.LightningDataModule):
         train_windows: str = "all",
         num_workers: int = 0,
         cache_dir: str | None = None,
-        history_len: int = 0,
+        scales: Mapping | None = None,
         seed: int = 0,
         **_: object,
     ):
@@ -163,9 +194,12 @@ class SequenceDataModule(pl.LightningDataModule):
         self.preparation = PreparationConfig(**preparation)
         self.max_len, self.batch_size, self.eval_batch_size = max_len, batch_size, eval_batch_size
         self.train_windows, self.num_workers, self.cache_dir = train_windows, num_workers, cache_dir
-        self.history_len, self.seed = history_len, seed
+        # the time-window scales the model reads: their features are computed here, once
+        self.scales = parse_scales(scales["windows"], scales["max_events"]) if scales else []
+        self.history_len, self.seed = history_len(self.scales, max_len), seed
         self.data: PreparedData | None = None
         self.split: Split | None = None
+        self.features: WindowFeatures | None = None
 
     # -- preparation -------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -177,8 +211,11 @@ class SequenceDataModule(pl.LightningDataModule):
     def load(self) -> PreparedData:
         """Prepare (or load from cache) and split; idempotent."""
         if self.data is None:
-            self.data = prepare(self.reader, self.preparation, self.cache_dir, self.name)
-            self.split = self.split_fn(self.data)
+            data = prepare(self.reader, self.preparation, self.cache_dir, self.name)
+            self.split = self.split_fn(data)
+            if self.scales:
+                self.features = compute_window_features(data, self.scales)
+            self.data = data
         return self.data
 
     @property
@@ -191,13 +228,13 @@ class SequenceDataModule(pl.LightningDataModule):
         ends, starts = train_case_ends(data.offsets[:-1], self.split.train_end, self.max_len, self.train_windows)
         if len(ends) == 0:
             raise ConfigError(f"dataset '{self.name}': the split leaves no training targets (users need more events)")
-        return CaseBatches(data, ends, starts, self.max_len, self.history_len, evaluation=False)
+        return CaseBatches(data, ends, starts, self.max_len, self.history_len, False, self.features)
 
     def eval_cases(self, stage: str) -> CaseBatches:
         data = self.load()
         targets = self.split.val_targets if stage == "val" else self.split.test_targets
         starts = data.offsets[data.user_of_event[targets]] if len(targets) else targets
-        return CaseBatches(data, targets, starts, self.max_len, self.history_len, evaluation=True)
+        return CaseBatches(data, targets, starts, self.max_len, self.history_len, True, self.features)
 
     def train_events_mask(self) -> np.ndarray:
         """[E] bool: which events are training events (for count-based baselines)."""

@@ -105,6 +105,10 @@ def window_masks(
 ) -> torch.Tensor:
     """Membership of each event in each scale's window, for the last ``num_positions`` anchors.
 
+    The reference statement of the semantics above, brute force ([B, S, L, T] booleans): tests
+    check the window starts that batches carry (computed once per dataset by
+    :mod:`recsys_cli.data.window_features`) against it; training never builds these masks.
+
     times: [B, T] event times (seconds or positions), valid: [B, T] bool, T = H + L,
     num_positions: L. Returns [B, S, L, T] bool: mask[b, s, i, j] is True when event j is in
     scale s's window anchored at event H + i. Invalid anchors (padding) have an empty row.
@@ -127,30 +131,3 @@ def window_masks(
         masks.append(m)
     return torch.stack(masks, dim=1)
 
-
-def window_starts(
-    scales: list[TimeWindowScale], times: torch.Tensor, valid: torch.Tensor, num_positions: int
-) -> torch.Tensor:
-    """First member of each scale's window, for the last ``num_positions`` anchors: [B, S, L].
-
-    Windows are contiguous runs ``[start, anchor]`` of the memory (events are time-sorted and
-    left-padded), so a start index describes a window completely; it equals the first True of
-    :func:`window_masks`. A padded anchor gets ``start = anchor + 1`` (an empty window).
-    Cost: a batched binary search, O(S * L * log T) per case.
-    """
-    B, T = times.shape
-    H = T - num_positions
-    anchor = torch.arange(H, T, device=times.device).expand(B, -1)  # [B, L]
-    first_valid = (T - valid.sum(1)).unsqueeze(1)  # [B, 1] (left padding)
-    sorted_times = times.contiguous()
-    starts = []
-    for scale in scales:
-        start = anchor - (scale.max_events - 1)
-        if scale.last is not None:
-            start = torch.maximum(start, anchor - (scale.last - 1))
-        if scale.seconds is not None:
-            lower = (times[:, H:] - scale.seconds).contiguous()
-            start = torch.maximum(start, torch.searchsorted(sorted_times, lower, side="left"))
-        start = torch.maximum(start, first_valid)
-        starts.append(torch.where(anchor >= first_valid, start, anchor + 1))
-    return torch.stack(starts, dim=1)
