@@ -63,17 +63,20 @@ class WeightedFusion(Fusion):
 
 
 class GateFusion(Fusion):
-    """Per-dimension sigmoid gates from [h; v_s]: sum_s g_s * v_s; weight = mean gate."""
+    """Per-dimension sigmoid gates from the anchor state: sum_s g_s(h) * v_s; weight = mean gate.
+
+    The gates read the encoder state only (one [D, S*D] map), not the scale vectors: what the
+    user is doing now decides which scales' dimensions pass. (Gates that also read each v_s cost
+    an S x D x D map per position, about as much as the rest of the scale path.)
+    """
 
     def __init__(self, dim: int, num_scales: int, dropout: float = 0.1):
         super().__init__(dim, num_scales, dropout)
-        self.gate_h = nn.Linear(dim, num_scales * dim)
-        self.gate_v = nn.Parameter(torch.randn(num_scales, dim, dim) / dim**0.5)
+        self.gate = nn.Linear(dim, num_scales * dim)
 
     def combine(self, h, v, keep):
         B, S, L, D = v.shape
-        g_h = self.gate_h(h).view(B, L, S, D).permute(0, 2, 1, 3)  # [B, S, L, D]
-        g = torch.sigmoid(g_h + torch.einsum("bsld,sde->bsle", v, self.gate_v))
+        g = torch.sigmoid(self.gate(h)).view(B, L, S, D).permute(0, 2, 1, 3)  # [B, S, L, D]
         g = g * keep.view(1, -1, 1, 1)
         w = g.mean(dim=(0, 2, 3))
         return (g * v).sum(1), w / w.sum().clamp(min=1e-12)

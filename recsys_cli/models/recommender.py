@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from recsys_cli.data.windows import history_len, parse_scales
+from recsys_cli.data.windows import parse_scales
 from recsys_cli.models.fusion import Fusion
 from recsys_cli.models.scales import MultiScalePooling
 
@@ -43,7 +43,6 @@ class SequenceRecommender(nn.Module):
         self.num_items, self.dim, self.max_len = num_items, dim, max_len
         self.scales = parse_scales(scales.get("windows") or [], scales["max_events"])
         self.scale_names = [s.name for s in self.scales]
-        self.history_len = history_len(self.scales, max_len)
         self.item_embedding = nn.Embedding(num_items + 1, dim, padding_idx=0)
         nn.init.normal_(self.item_embedding.weight, std=dim**-0.5)
         with torch.no_grad():
@@ -62,7 +61,6 @@ class SequenceRecommender(nn.Module):
                 pooling=scales["pooling"],
                 statistics=scales["statistics"],
                 num_event_types=num_event_types,
-                dropout=dropout,
             )
             if S
             else None
@@ -72,8 +70,14 @@ class SequenceRecommender(nn.Module):
         self.scale_weights = torch.zeros(S)
 
     def embed(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """[B, T] event fields -> [B, T, D] input vectors."""
-        x = self.item_embedding(batch["items"])
+        """[B, T] event fields -> [B, T, D] input vectors.
+
+        Item embeddings are shared with the output layer (per-coordinate std ``D ** -0.5``, unit
+        norm); as inputs they are scaled by ``sqrt(D)`` (as in SASRec and the Transformer) so the
+        encoder sees unit-variance inputs. Without it the encoder's output is dominated by its
+        biases at the start and training sits for several epochs on a popularity-only plateau.
+        """
+        x = self.item_embedding(batch["items"]) * self.dim**0.5
         if self.type_embedding is not None:
             x = x + self.type_embedding(batch["event_types"].clamp(max=self.type_embedding.num_embeddings - 1))
         return x
