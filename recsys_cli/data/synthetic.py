@@ -7,11 +7,12 @@ exactly where it should.
 
 Generative process (all randomness from one ``numpy.random.default_rng(seed)``):
 
-1. Items. Item ``i`` gets one of ``num_categories`` categories (equal-sized, shuffled), a
-   within-category popularity weight ``rank ** -zipf_exponent`` (random rank inside the category) and
-   ``successors_per_item`` fixed successor items: distinct items of the same category (fewer distinct
-   ones only when the category is too small). Titles are ``"<Adjective> <category> <noun> <id>"``
-   with nouns from a per-category word list, so item text carries the category.
+1. Items. Item ``i`` gets one of ``num_categories`` categories (equal-sized, shuffled) and a
+   within-category popularity weight ``rank ** -zipf_exponent`` (random rank inside the category).
+   Each category's items also form a random cycle, a series (independent of popularity); an item's
+   ``successors_per_item`` successors are the next items along it (fewer distinct ones only when
+   the category is too small). Titles are ``"<Adjective> <category> <noun> <id>"`` with nouns
+   from a per-category word list, so item text carries the category.
 2. Users. Long-term taste: 2-4 distinct favourite categories with Dirichlet(1) weights, fixed for the
    whole span. Activity: a mean-one lognormal multiplier (``activity_sigma``); the number of sessions
    is ``max(2, Poisson(sessions_per_user * multiplier))``.
@@ -75,6 +76,9 @@ from recsys_cli.data.formats.base import DatasetReader, RawDataset
 from recsys_cli.errors import ConfigError
 
 EVENT_TYPES = ("view", "cart", "buy")
+# Bump when the generative process changes: it is part of the cache fingerprint, so prepared
+# data cached from an older generator is never taken for the new one.
+GENERATOR_VERSION = 3
 
 # Probabilities of the generative process that are not worth a config key (see the module docstring).
 MISSION_FROM_TASTE = 0.5  # a mission's category comes from the long-term taste (else uniform)
@@ -238,6 +242,9 @@ class SyntheticSource(DatasetReader):
         need(0 <= self.cart_prob <= 1 - DIRECT_BUY_PROB, "cart_prob", "in [0, 0.99]")
         need(0 <= self.buy_prob <= 1, "buy_prob", "in [0, 1]")
 
+    def settings(self) -> dict:
+        return {**super().settings(), "generator_version": GENERATOR_VERSION}
+
     def read(self) -> RawDataset:
         return self.generate()[0]
 
@@ -268,12 +275,16 @@ class SyntheticSource(DatasetReader):
             u = cats + rng.random(cats.size)
             return order[np.minimum(np.searchsorted(pop_cdf, u, side="right"), n_items - 1)]
 
+        # series: each category's items form a random cycle (independent of popularity); an
+        # item's successors are the next n_succ items along it (fewer distinct ones only when the
+        # category is too small), never the item itself
+        perm = rng.permutation(n_items)
+        cycle = perm[np.argsort(item_cat[perm], kind="stable")]
         position = np.empty(n_items, dtype=np.int64)
-        position[order] = rank
+        position[cycle] = np.arange(n_items) - cat_begin[item_cat[cycle]]
         m = cat_size[item_cat]  # size of each item's category
-        # k distinct offsets in 1..m-1 from the item's own rank: distinct items, never itself.
-        offset = 1 + _distinct(rng, np.maximum(m - 1, 1), n_succ)
-        successors = order[cat_begin[item_cat][:, None] + (position[:, None] + offset) % m[:, None]]
+        offset = 1 + np.arange(n_succ)[None, :] % np.maximum(m - 1, 1)[:, None]
+        successors = cycle[cat_begin[item_cat][:, None] + (position[:, None] + offset) % m[:, None]]
 
         # --- 2. users: long-term taste and activity -------------------------------------------
         n_users = self.num_users
