@@ -144,16 +144,15 @@ def _hydra_app(task, config_name: str, argv: list[str], prog: str) -> None:
 
 
 def _prepare(argv: list[str]) -> None:
-    import json
-
     from recsys_cli.compose import check_resolvable, compose_train
+    from recsys_cli.data.prepare import format_stats
     from recsys_cli.train import build_datamodule
 
     cfg = compose_train(argv)
     check_resolvable(cfg)
     dm = build_datamodule(cfg)
     data = dm.load()
-    print(json.dumps(data.stats, indent=2, default=str))
+    print(format_stats(data.stats))
 
 
 def _evaluate(argv: list[str]) -> None:

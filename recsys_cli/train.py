@@ -33,7 +33,7 @@ from recsys_cli.data.windows import parse_scales
 from recsys_cli.errors import ConfigError, RecsysError
 from recsys_cli.io import atomic_write, load_checkpoint, write_json_atomic, write_text_atomic
 from recsys_cli.training.callbacks import AtomicCheckpointIO
-from recsys_cli.training.metrics import _METRIC_NAMES as METRIC_NAMES
+from recsys_cli.training.metrics import METRIC_NAMES
 from recsys_cli.training.module import RecommenderModule
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from recsys_cli.io import atomic_write, write_text_atomic
-from recsys_cli.training.metrics import _METRIC_NAMES as METRIC_NAMES
+from recsys_cli.training.metrics import METRIC_NAMES
 
 log = logging.getLogger(__name__)
 

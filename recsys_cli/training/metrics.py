@@ -23,9 +23,9 @@ from torch import Tensor
 
 from recsys_cli.errors import ConfigError
 
-__all__ = ["RankingMetrics", "mask_seen", "sync_distributed", "target_ranks"]
+__all__ = ["METRIC_NAMES", "RankingMetrics", "mask_seen", "sync_distributed", "target_ranks"]
 
-_METRIC_NAMES = ("hr", "ndcg", "mrr", "recall", "coverage")
+METRIC_NAMES = ("hr", "ndcg", "mrr", "recall", "coverage")
 
 
 def _check_ids(ids: Tensor, low: int, high: int, what: str) -> None:
@@ -320,7 +320,7 @@ class RankingMetrics:
         sums["recall"] = sums["hr"]  # one target per case: recall@K == hit@K
         covered = state["covered"].sum(dim=1).tolist()
         result: dict[str, float] = {}
-        for name in _METRIC_NAMES:
+        for name in METRIC_NAMES:
             for i, k in enumerate(self.ks):
                 if name == "coverage":
                     value = covered[i] / self.num_items
