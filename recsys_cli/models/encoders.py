@@ -71,10 +71,20 @@ class CausalSelfAttentionBlock(nn.Module):
 class TransformerEncoder(nn.Module):
     """Causal Transformer with learned positions counted back from the newest event."""
 
-    def __init__(self, dim: int, max_len: int, num_layers: int = 2, num_heads: int = 2, dropout: float = 0.2):
+    def __init__(
+        self,
+        dim: int,
+        max_len: int,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        dropout: float = 0.2,
+        ffn_mult: int = 4,
+    ):
         super().__init__()
         self.positions = nn.Embedding(max_len, dim)
-        self.blocks = nn.ModuleList(CausalSelfAttentionBlock(dim, num_heads, dropout) for _ in range(num_layers))
+        self.blocks = nn.ModuleList(
+            CausalSelfAttentionBlock(dim, num_heads, dropout, ffn_mult) for _ in range(num_layers)
+        )
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
 
