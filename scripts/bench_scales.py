@@ -37,9 +37,7 @@ def build(overrides: list[str], cache_dir: str):
 
 
 def step(module, optimizer, batch) -> None:
-    z = module.model(batch)
-    sel = batch["targets"] > 0
-    loss = module.loss(z[sel], batch["targets"][sel], module.model.output_embeddings())
+    loss, _ = module.batch_loss(batch)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()

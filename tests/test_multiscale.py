@@ -163,9 +163,7 @@ def test_every_fusion_trains_and_reports_scale_weights(fusion, tmp_path):
     optimizer = module.configure_optimizers()
     losses = []
     for step, batch in zip(range(4), dm.train_dataloader(), strict=False):
-        z = module.model(batch)
-        sel = batch["targets"] > 0
-        loss = module.loss(z[sel], batch["targets"][sel], module.model.output_embeddings())
+        loss, _ = module.batch_loss(batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

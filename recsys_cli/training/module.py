@@ -47,12 +47,16 @@ class RecommenderModule(pl.LightningModule):
         self._weight_steps = 0
 
     # -- training ------------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def batch_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """The training loss of a batch over every non-padding target, and the number of targets."""
         z = self.model(batch)  # [B, L, D]
         targets = batch["targets"]  # [B, L]
         sel = targets > 0
-        loss = self.loss(z[sel], targets[sel], self.model.output_embeddings())
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=int(sel.sum()))
+        return self.loss(z[sel], targets[sel], self.model.output_embeddings()), int(sel.sum())
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, n_targets = self.batch_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n_targets)
         weights = getattr(self.model, "scale_weights", None)
         if weights is not None and weights.numel():
             self._weight_sum = weights if self._weight_sum is None else self._weight_sum + weights
