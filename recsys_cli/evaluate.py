@@ -142,13 +142,15 @@ def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_s
             results[f"without {name}"] = module.results[stage]
         module.keep = None
 
-    print(f"\nCheckpoint: {ckpt_path}\nSplit: {dm.split.description}, stage: {stage}")
+    seen = "filtered" if module.filter_seen else "kept"
+    print(f"\nCheckpoint: {ckpt_path}\nSplit: {dm.split.description}, stage: {stage}, seen items {seen}")
     print(format_table(results, width=12))
     report = {
         "checkpoint": str(ckpt_path),
         "stage": stage,
         "overrides": applied,
         "results": results,
+        "filter_seen": module.filter_seen,
         "data_fingerprint_now": data.fingerprint,
         "data_fingerprint_trained": info.get("data_fingerprint"),
     }

@@ -29,6 +29,7 @@ from recsys_cli import __version__
 from recsys_cli.compose import group_options
 from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.data.datamodule import SequenceDataModule
+from recsys_cli.data.prepare import PreparedData, repeat_share
 from recsys_cli.data.windows import parse_scales
 from recsys_cli.errors import ConfigError, RecsysError
 from recsys_cli.io import atomic_write, load_checkpoint, write_json_atomic, write_text_atomic
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
 # the sections train() builds from (a '~group' override may not remove them)
 REQUIRED_SECTIONS = ("paths", "data", "scales", "model", "loss", "optimizer", "trainer", "callbacks", "logger", "metrics")
+# metrics.filter_seen=auto filters seen items when fewer events than this repeat an item of the user
+AUTO_FILTER_SEEN_MAX_REPEAT_SHARE = 0.05
 # parts of the run's config that must match a checkpoint it resumes from (the rest may change,
 # e.g. trainer.max_epochs to train longer)
 RESUME_MUST_MATCH = ("model", "scales", "data.name", "data.reader", "data.preparation", "data.split", "data.max_len")
@@ -91,6 +94,8 @@ def validate_config(cfg: DictConfig) -> None:
     for i, k in enumerate(ks):
         _int_at_least(k, f"metrics.ks[{i}]", 1)
     ks = [int(k) for k in ks]
+    if cfg.metrics.filter_seen not in (True, False, "auto"):
+        raise ConfigError(f"metrics.filter_seen={cfg.metrics.filter_seen!r}: use true, false or auto")
     # selecting models on test metrics would leak the test set into the choice: validation only
     _check_metric_name("optimized_metric", cfg.optimized_metric, ks, ("val",))
     for name, callback in cfg.callbacks.items():
@@ -174,6 +179,22 @@ def build_datamodule(cfg: DictConfig) -> SequenceDataModule:
     return build(cfg.data, "data", _recursive_=True)
 
 
+def resolve_filter_seen(setting: bool | str, data: PreparedData) -> bool:
+    """``metrics.filter_seen``: true / false as given; ``auto`` filters the items a user already had
+    unless users repeat items (shop logs: viewed again, carted, bought), where filtering would make
+    every repeated target impossible to hit."""
+    if setting != "auto":
+        return bool(setting)
+    share = repeat_share(data)
+    filtered = share < AUTO_FILTER_SEEN_MAX_REPEAT_SHARE
+    log.info(
+        "metrics.filter_seen=auto: %.1f%% of events repeat an item of the user, so seen items are %s",
+        100 * share,
+        "filtered from the ranking" if filtered else "kept in the ranking (set metrics.filter_seen=true to filter)",
+    )
+    return filtered
+
+
 def build_module(cfg: DictConfig, dm: SequenceDataModule, run_info: dict) -> RecommenderModule:
     data = dm.load()
     model = build(cfg.model, "model", num_items=data.num_items, num_event_types=data.num_event_types)
@@ -183,7 +204,7 @@ def build_module(cfg: DictConfig, dm: SequenceDataModule, run_info: dict) -> Rec
         optimizer=build(cfg.optimizer, "optimizer"),
         ks=cfg.metrics.ks,
         num_items=data.num_items,
-        filter_seen=cfg.metrics.filter_seen,
+        filter_seen=resolve_filter_seen(cfg.metrics.filter_seen, data),
         run_info=run_info,
     )
 
@@ -329,6 +350,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "train_seconds": round(train_seconds, 3),
         "seconds_per_epoch": round(train_seconds / (epochs - first_epoch), 3) if epochs > first_epoch else None,
         "data": summary,
+        "filter_seen": module.filter_seen,
         "scale_weights": module.scale_weight_history,
         "version": __version__,
     }
@@ -337,7 +359,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_json_atomic(run_dir / "metrics.json", report)
         if module.scale_weight_history:
             write_json_atomic(run_dir / "scale_weights.json", module.scale_weight_history)
-        print(f"\nRun directory: {run_dir}\n{format_table({'val': report['val'], 'test': report['test']})}")
+        seen = "filtered from" if module.filter_seen else "kept in"
+        print(f"\nRun directory: {run_dir}\nSeen items {seen} the ranking (metrics.filter_seen)")
+        print(format_table({"val": report["val"], "test": report["test"]}))
         if module.scale_weight_history:
             last = {k: round(v, 3) for k, v in module.scale_weight_history[-1].items() if k != "epoch"}
             print(f"Scale weights (last epoch): {last}")

@@ -322,6 +322,7 @@ def test_help():
         (["data.max_len=1"], ["data.max_len=1", ">= 2"]),
         (["trainer.max_epochs=abc"], ["trainer.max_epochs", "integer"]),
         (["metrics.ks=[0]"], ["metrics.ks", ">= 1"]),
+        (["metrics.filter_seen=maybe"], ["metrics.filter_seen='maybe'", "true, false or auto"]),
         (["optimized_metric=val/ndcg@50"], ["optimized_metric", "metrics.ks"]),
         (["model/encoder=gru,lstm"], ["-m"]),
         (["model.encoder=gru"], ["model/encoder=gru"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from recsys_cli.data.prepare import (
     PreparationConfig,
     describe,
     format_stats,
+    repeat_share,
     prepare,
     prepare_events,
 )
@@ -200,6 +202,22 @@ def test_describe_statistics():
     assert s["time_first"] == "1970-01-01T00:00:00Z" and s["time_span_days"] == 1.0
     # consecutive pairs inside users: (0,0) (0,86400) | (10,10) (10,10) (10,20): 3 of 5 equal
     assert s["equal_timestamp_share"] == pytest.approx(3 / 5)
+    assert s["repeat_share"] == 0.0
+
+
+def test_repeat_share_and_auto_seen_filtering():
+    from recsys_cli.train import resolve_filter_seen
+
+    # user 1 sees item 1 three times and item 2 once; user 2 has item 1 once (not a repeat of user 1's)
+    raw = _raw([(1, 1, 0), (1, 2, 1), (1, 1, 2), (1, 1, 3), (2, 1, 0), (2, 3, 1)])
+    data = prepare_events(raw, PreparationConfig(dedup=False))
+    assert repeat_share(data) == pytest.approx(2 / 6) == data.stats["repeat_share"]
+    assert re.search(r"^events repeating an item of the user +33\.3%$", format_stats(data.stats), re.M)
+    assert resolve_filter_seen("auto", data) is False  # shop-like log: repeated targets stay rankable
+    assert resolve_filter_seen(True, data) is True
+    ratings = prepare_events(_raw([(1, 1, 0), (1, 2, 1), (2, 1, 0), (2, 3, 1)]), PreparationConfig())
+    assert repeat_share(ratings) == 0.0 and resolve_filter_seen("auto", ratings) is True
+    assert resolve_filter_seen(False, ratings) is False
 
 
 def test_event_type_counts_and_no_time_positions():

@@ -33,7 +33,7 @@ from recsys_cli.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 # Bump when the prepared layout or the preparation logic changes: invalidates every cache.
-PREPARE_VERSION = 2
+PREPARE_VERSION = 3
 
 
 @dataclass
@@ -384,10 +384,22 @@ def _log_cleaning(name: str, stats: dict, config: PreparationConfig) -> None:
         )
 
 
+def repeat_share(data: PreparedData) -> float:
+    """The share of events whose item the same user already had earlier (repeat consumption).
+
+    About 0 for ratings (an item is rated once), large for shop logs where items are viewed again,
+    carted and bought. ``metrics.filter_seen=auto`` filters seen items only when it is small."""
+    if data.num_events == 0:
+        return 0.0
+    users = np.repeat(np.arange(data.num_users, dtype=np.int64), np.diff(data.offsets))
+    pairs = np.unique(users * (data.num_items + 1) + data.items).size
+    return float(1.0 - pairs / data.num_events)
+
+
 def describe(data: PreparedData) -> dict:
     """Statistics printed by ``recsys prepare`` and stored with the cache: sizes, sequence-length
-    percentiles, events per event type, time span and the share of a user's consecutive events
-    with equal timestamps."""
+    percentiles, events per event type, the share of repeated (user, item) events, time span and
+    the share of a user's consecutive events with equal timestamps."""
     lengths = np.diff(data.offsets)
     starts_of_user = np.zeros(data.num_events, dtype=bool)
     starts_of_user[data.offsets[:-1][lengths > 0]] = True
@@ -405,6 +417,7 @@ def describe(data: PreparedData) -> dict:
         "seq_len_max": int(lengths.max()),
         "event_types": {name: int(per_type[i + 1]) for i, name in enumerate(data.event_type_vocab)},
         "categories": data.num_categories,
+        "repeat_share": repeat_share(data),
     }
     if data.has_time:
         equal = (np.diff(data.times) == 0) & ~starts_of_user[1:]
@@ -429,6 +442,7 @@ STAT_LABELS = {
     "events": "events",
     "event_types": "events per type",
     "categories": "categories",
+    "repeat_share": "events repeating an item of the user",
     "seq_len_p50": "sequence length p50",
     "time_first": "first event",
     "time_last": "last event",
@@ -453,7 +467,7 @@ def format_stats(stats: dict) -> str:
             )
         elif key == "event_types":
             value = ", ".join(f"{k} {v:,}" for k, v in value.items()) or "(none)"
-        elif key == "equal_timestamp_share":
+        elif key in ("equal_timestamp_share", "repeat_share"):
             value = f"{value:.1%}"
         elif isinstance(value, int) and not isinstance(value, bool):
             value = f"{value:,}"
