@@ -22,9 +22,9 @@ from recsys_cli.data.prepare import (
     PreparationConfig,
     describe,
     format_stats,
-    repeat_share,
     prepare,
     prepare_events,
+    repeat_share,
 )
 from recsys_cli.errors import ConfigError, DataError
 
