@@ -3,7 +3,9 @@
 #   bash scripts/bench_quality.sh [OUT_DIR] [ML100K_DIR]
 # OUT_DIR defaults to runs/bench; ML100K_DIR (RecBole atomic files) to ../shared/data/ml-100k and
 # is skipped when absent. Sequential on purpose: timings in the tables are then comparable.
-# About 60 minutes on 2 CPU cores.
+# About 60 minutes on 2 CPU cores. With FILTERED=1 the synthetic sweeps run once more with seen
+# items filtered from the ranking (metrics.filter_seen=true; the README's last column) into
+# OUT_DIR/filtered (about 45 minutes more).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/bench}
@@ -11,16 +13,29 @@ ml100k=${2:-../shared/data/ml-100k}
 export WANDB_MODE=offline
 q=(callbacks.progress_bar.refresh_rate=0)
 
-recsys train -m model=popularity,markov scales=none "${q[@]}" hydra.sweep.dir="$out/synthetic_baselines"
-recsys train -m +experiment=multiscale_synthetic model/encoder=gru,transformer \
-  scales=none,session_only,all_only,session_all,session_day_month_all "${q[@]}" \
-  hydra.sweep.dir="$out/synthetic_scales"
-recsys train -m +experiment=multiscale_synthetic model/encoder=lstm scales=none,session_day_month_all \
-  "${q[@]}" hydra.sweep.dir="$out/synthetic_lstm"
+synthetic() {  # synthetic() OUT [OVERRIDE...]
+  local dir=$1
+  shift
+  recsys train -m model=popularity,markov scales=none "${q[@]}" "$@" hydra.sweep.dir="$dir/synthetic_baselines"
+  recsys train -m +experiment=multiscale_synthetic model/encoder=gru,transformer \
+    scales=none,session_only,all_only,session_all,session_day_month_all "${q[@]}" "$@" \
+    hydra.sweep.dir="$dir/synthetic_scales"
+  recsys train -m +experiment=multiscale_synthetic model/encoder=lstm scales=none,session_day_month_all \
+    "${q[@]}" "$@" hydra.sweep.dir="$dir/synthetic_lstm"
+}
+
+synthetic "$out"
+if [ "${FILTERED:-0}" = 1 ]; then
+  synthetic "$out/filtered" metrics.filter_seen=true
+fi
 if [ -d "$ml100k" ]; then
   recsys train -m model=popularity,markov data=recbole data.path="$ml100k" scales=none "${q[@]}" \
     hydra.sweep.dir="$out/ml100k_baselines"
   recsys train -m +experiment=ml100k_sasrec data.path="$ml100k" seed=1,2,3 \
     scales=none,session_day_month_all "${q[@]}" hydra.sweep.dir="$out/ml100k_scales"
 fi
-for f in "$out"/*/summary.md; do echo "== $f"; cat "$f"; done
+for f in "$out"/*/summary.md "$out"/filtered/*/summary.md; do
+  [ -f "$f" ] || continue
+  echo "== $f"
+  cat "$f"
+done
