@@ -7,12 +7,11 @@ every scale ``s``, the window is the contiguous run ``[start[e, s], e]`` of the 
                 first i >= offsets[u] with times[i] >= times[e] - seconds (duration windows))
 
 so equal timestamps and a gap of exactly ``seconds`` are inside, and nothing after ``e`` enters
-(the semantics of :mod:`recsys_cli.data.windows`, anchored at the last observed event). Unlike the
-batch-time statistics of :func:`recsys_cli.models.scales.window_statistics`, which only see the
-``H + L`` events a batch carries, these see the whole history: a ``30d`` scale capped at 200
-events really covers 200 events, however long ``max_len`` is.
+(the semantics of :mod:`recsys_cli.data.windows`, anchored at the last observed event). They are
+computed over the whole history, not only the ``H + L`` events a batch carries: a ``30d`` scale
+capped at 200 events really covers 200 events, however long ``max_len`` is.
 
-Statistics (the same definitions and normalisation as ``window_statistics``), F = 6 + K:
+Statistics, F = 6 + K:
 
 ====  =====================  ==============================================================
 0     ``log_count``          log1p(count) / log1p(max_events)
