@@ -199,6 +199,9 @@ def test_resume_from_last_checkpoint_continues_the_run(trained_run, recsys, tmp_
     # the best epoch of the whole run is tested, including those before the interruption
     assert report["val"]["ndcg@10"] >= float(best_so_far) - 1e-6
     assert (new_dir / "checkpoints" / "best.ckpt").is_file()
+    # the fusion weights of every epoch, before and after the interruption
+    weights = json.loads((new_dir / "scale_weights.json").read_text())
+    assert [w["epoch"] for w in weights] == [0, 1, 2]
 
 
 def test_resume_with_another_model_is_refused(trained_run, recsys):

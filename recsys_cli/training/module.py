@@ -111,3 +111,10 @@ class RecommenderModule(pl.LightningModule):
     # -- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["recsys"] = self.run_info
+        checkpoint["scale_weight_history"] = self.scale_weight_history
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # a resumed run continues the interrupted run's history; loading the best checkpoint for
+        # the final validation and test keeps the history of every epoch trained
+        if not self.scale_weight_history:
+            self.scale_weight_history = list(checkpoint.get("scale_weight_history", []))
