@@ -3,7 +3,7 @@
 #   bash scripts/bench_quality.sh [OUT_DIR] [ML100K_DIR]
 # OUT_DIR defaults to runs/bench; ML100K_DIR (RecBole atomic files) to ../shared/data/ml-100k and
 # is skipped when absent. Sequential on purpose: timings in the tables are then comparable.
-# About 60 minutes on 2 CPU cores. With FILTERED=1 the synthetic sweeps run once more with seen
+# About 95 minutes on 2 CPU cores. With FILTERED=1 the synthetic sweeps run once more with seen
 # items filtered from the ranking (metrics.filter_seen=true; the README's last column) into
 # OUT_DIR/filtered (about 45 minutes more).
 set -euo pipefail
@@ -23,8 +23,13 @@ synthetic() {  # synthetic() OUT [OVERRIDE...]
   recsys train -m +experiment=multiscale_synthetic model/encoder=lstm scales=none,session_day_month_all \
     "${q[@]}" "$@" hydra.sweep.dir="$dir/synthetic_lstm"
 }
+seeds() {  # two more seeds of the plain, best single-window and 4-scale models (seed 42 above)
+  recsys train -m +experiment=multiscale_synthetic model/encoder=gru,transformer \
+    scales=none,session_only,session_day_month_all seed=1,2 "${q[@]}" hydra.sweep.dir="$out/synthetic_seeds"
+}
 
 synthetic "$out"
+seeds
 if [ "${FILTERED:-0}" = 1 ]; then
   synthetic "$out/filtered" metrics.filter_seen=true
 fi
