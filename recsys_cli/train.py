@@ -185,7 +185,9 @@ def resolve_filter_seen(setting: bool | str, data: PreparedData) -> bool:
     every repeated target impossible to hit."""
     if setting != "auto":
         return bool(setting)
-    share = repeat_share(data)
+    share = data.stats.get("repeat_share")  # a preparation statistic, stored with the cache
+    if share is None:  # data built without preparation (e.g. by hand)
+        share = repeat_share(data)
     filtered = share < AUTO_FILTER_SEEN_MAX_REPEAT_SHARE
     log.info(
         "metrics.filter_seen=auto: %.1f%% of events repeat an item of the user, so seen items are %s",
