@@ -53,7 +53,8 @@ Which scale each piece of structure lives at:
 * month / all history (``30d``, ``null``): the long-term taste (step 2) behind missions, side
   browsing and item popularity (step 1).
 
-How much each scale helps is measured, not assumed: see the README's results.
+How much each scale helps is measured, not assumed: see the README's results. What each piece of
+structure is worth at most, to oracles that know it: :mod:`recsys_cli.data.synthetic_oracle`.
 
 Timestamps are whole seconds from ``start`` (UTC), so equal timestamps occur inside sessions; rows
 come sorted by (user_id, timestamp) with the generation order kept on ties, and timestamps never
@@ -138,6 +139,9 @@ class SyntheticTruth:
     mission_category: [num_missions] category index of each mission
     favourites:       [num_users + 1, k] favourite category indices of each user (-1 where unused)
     taste:            [num_users + 1, k] taste weights matching ``favourites`` (rows sum to 1)
+    popularity:       [num_items + 1] probability of each item in a popularity draw from its
+                      category (entry 0 is 0; each category's entries sum to 1)
+    closing_buy:      [num_events] whether the event is the closing buy of a session (step 7)
     categories:       the category names, by index
     """
 
@@ -149,6 +153,8 @@ class SyntheticTruth:
     mission_category: np.ndarray
     favourites: np.ndarray
     taste: np.ndarray
+    popularity: np.ndarray
+    closing_buy: np.ndarray
     categories: list[str]
 
 
@@ -403,6 +409,10 @@ class SyntheticSource(DatasetReader):
         buy_at = out_begin[ev_sess[last_cart]] + size[ev_sess[last_cart]]
         out_item[buy_at] = item[last_cart]
         out_type[buy_at] = 2
+        closing_buy = np.zeros(n_events, dtype=bool)
+        closing_buy[buy_at] = True
+        popularity = np.zeros(n_items + 1)
+        popularity[order + 1] = weight / cat_total[sorted_cat]
 
         seconds = np.floor(sess_start[out_sess] + inner).astype(np.int64)
         names = category_names(n_cats)
@@ -428,6 +438,8 @@ class SyntheticSource(DatasetReader):
             mission_category=mis_cat,
             favourites=np.vstack([np.full((1, n_fav_max), -1), np.where(used, favourites, -1)]),
             taste=np.vstack([np.zeros((1, n_fav_max)), taste]),
+            popularity=popularity,
+            closing_buy=closing_buy,
             categories=names,
         )
         return RawDataset(events, items, source_files=[], name=self.name), truth

@@ -1,0 +1,69 @@
+"""The planted-structure oracles: exact where they know everything, ordered by what they know."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recsys_cli.data.synthetic import SyntheticSource
+from recsys_cli.data.synthetic_oracle import ORACLES, evaluate_oracles
+
+SMALL = dict(num_users=400, num_items=400, num_categories=12, days=60, seed=3)
+
+
+@pytest.fixture(scope="module")
+def generated():
+    return SyntheticSource(**SMALL).generate()
+
+
+def test_popularity_is_a_distribution_inside_every_category(generated):
+    _, truth = generated
+    pop, cat = truth.popularity, truth.item_category
+    assert pop[0] == 0 and (pop[1:] > 0).all()
+    sums = np.bincount(cat[1:], weights=pop[1:], minlength=len(truth.categories))
+    np.testing.assert_allclose(sums, 1.0)
+
+
+def test_popularity_matches_the_items_drawn_at_session_starts(generated):
+    # the first event of a session is never a successor transition: a popularity draw
+    dataset, truth = generated
+    items = dataset.events["item_id"].to_numpy()
+    first = np.flatnonzero(np.r_[True, truth.session_id[1:] != truth.session_id[:-1]])
+    counts = np.bincount(items[first], minlength=truth.popularity.size).astype(float)
+    top = np.argsort(-truth.popularity)[:20]
+    rest = np.argsort(-truth.popularity)[-200:]
+    assert counts[top].mean() > 5 * counts[rest].mean()
+
+
+def test_closing_buys_repeat_the_last_cart_of_their_session(generated):
+    dataset, truth = generated
+    ev_type = dataset.events["event_type"].to_numpy()
+    items = dataset.events["item_id"].to_numpy()
+    rows = np.flatnonzero(truth.closing_buy)
+    assert rows.size > 20
+    assert (ev_type[rows] == "buy").all()
+    last_of_session = np.r_[truth.session_id[1:] != truth.session_id[:-1], True]
+    assert last_of_session[rows].all()
+    for r in rows[:50]:
+        session = np.flatnonzero(truth.session_id == truth.session_id[r])
+        carts = session[ev_type[session] == "cart"]
+        assert carts.size and items[carts[-1]] == items[r]
+
+
+def test_oracles_are_ordered_by_what_they_know():
+    result = evaluate_oracles(SyntheticSource(**SMALL), min_user_events=5)
+    o = result["oracles"]
+    assert set(o) == set(ORACLES)
+    assert result["users"] == SMALL["num_users"]
+    assert sum(result["kinds"]) == pytest.approx(1.0)
+    # knowing the kind of the next event beats every other oracle
+    assert all(o["ceiling"]["ndcg@10"] >= m["ndcg@10"] for m in o.values())
+    assert o["ceiling"]["loglik"] > o["bayes"]["loglik"]
+    # it knows when the session closes with a buy, and which item that is: NDCG 1 on those
+    assert o["ceiling"]["ndcg@10"] >= result["kinds"][1]
+    # the session's intent, the mission and the taste each carry information about the target
+    assert o["bayes"]["loglik"] > o["inferred"]["loglik"]
+    assert o["inferred"]["loglik"] > o["inferred - taste"]["loglik"]
+    assert o["inferred"]["loglik"] > o["inferred - mission"]["loglik"]
+    assert o["inferred - mission"]["loglik"] > o["inferred - taste - mission"]["loglik"]
+    assert o["inferred"]["hr@10"] > o["inferred - taste - mission"]["hr@10"]
