@@ -199,7 +199,13 @@ def resolve_filter_seen(setting: bool | str, data: PreparedData) -> bool:
 
 def build_module(cfg: DictConfig, dm: SequenceDataModule, run_info: dict) -> RecommenderModule:
     data = dm.load()
-    model = build(cfg.model, "model", num_items=data.num_items, num_event_types=data.num_event_types)
+    model = build(
+        cfg.model,
+        "model",
+        num_items=data.num_items,
+        num_event_types=data.num_event_types,
+        num_categories=data.num_categories,
+    )
     return RecommenderModule(
         model=model,
         loss=build(cfg.loss, "loss"),

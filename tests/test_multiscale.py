@@ -22,6 +22,7 @@ from recsys_cli.data.datamodule import CaseBatches
 from recsys_cli.data.prepare import PreparedData
 from recsys_cli.data.window_features import compute_window_features
 from recsys_cli.data.windows import history_len, parse_scales
+from recsys_cli.errors import ConfigError
 from recsys_cli.models.encoders import RNNEncoder, TransformerEncoder
 from recsys_cli.models.fusion import AttentionFusion, ConcatFusion, GateFusion, WeightedFusion
 from recsys_cli.models.recommender import SequenceRecommender
@@ -47,7 +48,10 @@ ENCODERS = {
 }
 
 
-def make_model(encoder: str, fusion=GateFusion, scales: dict = SCALES, share_encoder: bool = True):
+def make_model(
+    encoder: str, fusion=GateFusion, scales: dict = SCALES, share_encoder: bool = True, use_categories: bool = True
+):
+    """A tiny model; categories are inputs by default so the leakage tests cover them too."""
     torch.manual_seed(0)
     model = SequenceRecommender(
         num_items=NUM_ITEMS,
@@ -58,6 +62,8 @@ def make_model(encoder: str, fusion=GateFusion, scales: dict = SCALES, share_enc
         scales=scales,
         share_encoder=share_encoder,
         num_event_types=NUM_TYPES,
+        use_categories=use_categories,
+        num_categories=NUM_CATS,
         dropout=0.0,
     )
     return model.eval()
@@ -116,6 +122,27 @@ def test_scores_ignore_the_target_and_everything_after_it(encoder, case):
     torch.testing.assert_close(
         scores_for_target(model, original, target), scores_for_target(model, changed, target)
     )
+
+
+def test_categories_are_inputs_only_when_asked_for():
+    events = [(3, 1, 1, 0), (5, 2, 2, 60), (7, 1, 3, 120), (2, 1, 1, 5000)]
+    # other category labels, same pattern (window statistics count distinct categories)
+    recategorised = [(i, t, c % NUM_CATS + 1, g) for i, t, c, g in events]
+    with_cats, without = make_model("gru"), make_model("gru", use_categories=False)
+    a, b = one_user(*zip(*events, strict=True)), one_user(*zip(*recategorised, strict=True))
+    assert not torch.allclose(scores_for_target(with_cats, a, 3), scores_for_target(with_cats, b, 3))
+    torch.testing.assert_close(scores_for_target(without, a, 3), scores_for_target(without, b, 3))
+    with pytest.raises(ConfigError, match=r"model.use_categories=true, but the data has no item categories"):
+        SequenceRecommender(
+            num_items=NUM_ITEMS,
+            dim=DIM,
+            max_len=MAX_LEN,
+            encoder=ENCODERS["gru"],
+            fusion=GateFusion,
+            scales=SCALES,
+            use_categories=True,
+            num_categories=0,
+        )
 
 
 @pytest.mark.parametrize("encoder", sorted(ENCODERS))

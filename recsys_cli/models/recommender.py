@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from recsys_cli.data.windows import parse_scales
+from recsys_cli.errors import ConfigError
 from recsys_cli.models.fusion import Fusion
 from recsys_cli.models.scales import MultiScalePooling
 
@@ -37,6 +38,8 @@ class SequenceRecommender(nn.Module):
         share_encoder: bool = True,
         use_event_types: bool = True,
         num_event_types: int = 0,
+        use_categories: bool = False,
+        num_categories: int = 0,
         dropout: float = 0.2,
     ):
         super().__init__()
@@ -49,6 +52,16 @@ class SequenceRecommender(nn.Module):
             self.item_embedding.weight[0].zero_()
         self.type_embedding = (
             nn.Embedding(num_event_types + 1, dim, padding_idx=0) if use_event_types and num_event_types else None
+        )
+        if use_categories and not num_categories:
+            raise ConfigError(
+                "model.use_categories=true, but the data has no item categories (no 'category' "
+                "column): set model.use_categories=false or give the events or items a category"
+            )
+        # item categories as side information: every event's vector also carries its category, so
+        # a window's bag holds the window's category mix (0 = unknown category, a zero vector)
+        self.category_embedding = (
+            nn.Embedding(num_categories + 1, dim, padding_idx=0) if use_categories and num_categories else None
         )
         self.encoder = encoder()
         S = len(self.scales)
@@ -80,6 +93,9 @@ class SequenceRecommender(nn.Module):
         x = self.item_embedding(batch["items"]) * self.dim**0.5
         if self.type_embedding is not None:
             x = x + self.type_embedding(batch["event_types"].clamp(max=self.type_embedding.num_embeddings - 1))
+        if self.category_embedding is not None:
+            limit = self.category_embedding.num_embeddings - 1
+            x = x + self.category_embedding(batch["categories"].clamp(max=limit))
         return x
 
     def forward(self, batch: Mapping[str, torch.Tensor], keep: torch.Tensor | None = None) -> torch.Tensor:
