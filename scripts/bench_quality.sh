@@ -23,6 +23,15 @@ synthetic() {  # synthetic() OUT [OVERRIDE...]
   recsys train -m +experiment=multiscale_synthetic model/encoder=lstm scales=none,session_day_month_all \
     "${q[@]}" "$@" hydra.sweep.dir="$dir/synthetic_lstm"
 }
+windows() {  # a log on which windows in time carry information 50 recent events do not
+  local w=(data.reader.buy_prob=0 data.reader.session_length=2 data.reader.session_focus=0.3)
+  recsys train -m +experiment=multiscale_synthetic model/encoder=gru,transformer \
+    scales=none,session_only,day_only,all_only,session_day_month_all "${w[@]}" "${q[@]}" \
+    hydra.sweep.dir="$out/synthetic_windows"
+  recsys train -m +experiment=multiscale_synthetic model/encoder=gru,transformer \
+    scales=none,day_only,session_day_month_all,session_only,all_only "${w[@]}" data.reader.num_users=10000 \
+    "${q[@]}" hydra.sweep.dir="$out/synthetic_windows_10k"
+}
 seeds() {  # two more seeds of the plain, best single-window and 4-scale models (seed 42 above)
   recsys train -m +experiment=multiscale_synthetic model/encoder=gru,transformer \
     scales=none,session_only,session_day_month_all seed=1,2 "${q[@]}" hydra.sweep.dir="$out/synthetic_seeds"
@@ -30,6 +39,7 @@ seeds() {  # two more seeds of the plain, best single-window and 4-scale models 
 
 synthetic "$out"
 seeds
+windows
 if [ "${FILTERED:-0}" = 1 ]; then
   synthetic "$out/filtered" metrics.filter_seen=true
 fi

@@ -67,3 +67,8 @@ def test_oracles_are_ordered_by_what_they_know():
     assert o["inferred"]["loglik"] > o["inferred - mission"]["loglik"]
     assert o["inferred - mission"]["loglik"] > o["inferred - taste - mission"]["loglik"]
     assert o["inferred"]["hr@10"] > o["inferred - taste - mission"]["hr@10"]
+    # estimates from the observed categories: below the known state, better from more history
+    for name in ("plug-in: session", "plug-in: last 50 events", "plug-in: day + all history"):
+        assert o[name]["loglik"] < o["inferred"]["loglik"]
+        assert 10 / SMALL["num_items"] < o[name]["hr@10"] <= o["ceiling"]["hr@10"]
+    assert o["plug-in: session"]["loglik"] < o["plug-in: day + all history"]["loglik"]

@@ -22,12 +22,19 @@ probability of the target. Oracles, from most to least informed:
   intent is not known: it is inferred (Bayes' rule) from the categories of the session's events so
   far, as a model must. ``inferred - taste - mission`` is an oracle that reads the current session
   perfectly and knows nothing longer; ``inferred`` adds perfect knowledge of the day-scale
-  (mission) and month/all-history (taste) structure: their difference bounds what the longer
-  scales can add on this log.
+  (mission) and month/all-history (taste) structure: their difference is what knowing the
+  longer-scale structure exactly adds to a perfect reader of the session.
+- ``plug-in: ...``: mission and taste unknown, estimated as the category frequencies of the
+  events in one view of the history (shrunk towards the population's mix): the current session;
+  the last 50 events (what an encoder with ``max_len=50`` reads); or the last day for the mission
+  and all history (newest 200 events) for the taste, as time windows give them. Cruder than
+  Bayes' rule but equally crude for each view, so their differences show what windows in time
+  can add over a fixed number of recent events on a given log.
 
 Ties are broken in the target's favour (an upper bound). Users and test events as in
 ``recsys train`` on this log (duplicates dropped, users with fewer than ``min_user_events`` events
-dropped; items are not filtered: on the default log every item has dozens of events). Command line: ``python scripts/synthetic_ceiling.py``.
+dropped; items are not filtered: on the default log every item has dozens of events).
+Command line: ``python scripts/synthetic_ceiling.py``.
 """
 
 from __future__ import annotations
@@ -52,7 +59,12 @@ ORACLES = (
     "inferred - taste",
     "inferred - mission",
     "inferred - taste - mission",
+    "plug-in: session",
+    "plug-in: last 50 events",
+    "plug-in: day + all history",
 )
+PLUG_IN_PRIOR = 2.0  # pseudo-events of the population's category mix in a plug-in estimate
+DAY_US = 86_400_000_000
 
 
 def leave_one_out_cases(events: pl.DataFrame, min_user_events: int) -> pl.DataFrame:
@@ -82,6 +94,7 @@ def evaluate_oracles(source: SyntheticSource, min_user_events: int = 5) -> dict:
     events = raw.events
     cases = leave_one_out_cases(events, min_user_events)
     item_ids = events["item_id"].to_numpy()
+    times = events["timestamp"].dt.epoch("us").to_numpy()
 
     n_items, n_cats = truth.item_category.size - 1, len(truth.categories)
     item_cat = truth.item_category  # [N + 1], -1 at 0
@@ -138,6 +151,13 @@ def evaluate_oracles(source: SyntheticSource, min_user_events: int = 5) -> dict:
         np.add.at(succ, truth.successors[item_ids[a]], 1.0 / truth.successors.shape[1])
 
         session_cats = [item_cat[item_ids[r]] for r in session_rows if not truth.closing_buy[r]]
+        seen = [r for r in history if r <= a]
+
+        def plug_in(rows: list[int]) -> np.ndarray:
+            """Category frequencies of the given events, shrunk towards the population's."""
+            rows = [r for r in rows if not truth.closing_buy[r]]
+            counts = np.bincount(item_cat[item_ids[rows]], minlength=n_cats).astype(float)
+            return (counts + PLUG_IN_PRIOR * population) / (len(rows) + PLUG_IN_PRIOR)
 
         def inferred_intent(taste_v: np.ndarray, mission_v: np.ndarray) -> np.ndarray:
             """Posterior of the session intent given the categories of its events so far."""
@@ -184,6 +204,14 @@ def evaluate_oracles(source: SyntheticSource, min_user_events: int = 5) -> dict:
                 population, population, inferred_intent(population, population)
             ),
         }
+        # taste and mission estimated from the categories inside a view of the history
+        day = [r for r in seen if times[a] - times[r] <= DAY_US]
+        for name, (mission_v, taste_v) in {
+            "plug-in: session": (plug_in(session_rows), plug_in(session_rows)),
+            "plug-in: last 50 events": (plug_in(seen[-50:]), plug_in(seen[-50:])),
+            "plug-in: day + all history": (plug_in(day), plug_in(seen[-200:])),
+        }.items():
+            scores[name] = mixture(taste_v, mission_v, inferred_intent(taste_v, mission_v))
         return scores
 
     for user, a, t, history in cases.iter_rows():
