@@ -29,7 +29,7 @@ windows() {  # a log on which windows in time carry information 50 recent events
     scales=none,session_only,day_only,all_only,session_day_month_all "${w[@]}" "${q[@]}" \
     hydra.sweep.dir="$out/synthetic_windows"
   recsys train -m +experiment=multiscale_synthetic model/encoder=gru,transformer \
-    scales=none,day_only,session_day_month_all,session_only,all_only "${w[@]}" data.reader.num_users=10000 \
+    scales=none,session_only,day_only,all_only,session_day_month_all "${w[@]}" data.reader.num_users=10000 \
     "${q[@]}" hydra.sweep.dir="$out/synthetic_windows_10k"
   recsys train -m +experiment=multiscale_synthetic model/encoder=gru,transformer \
     scales=none,session_day_month_all model.use_categories=true "${w[@]}" data.reader.num_users=10000 \

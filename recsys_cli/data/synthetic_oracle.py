@@ -65,6 +65,8 @@ ORACLES = (
 )
 PLUG_IN_PRIOR = 2.0  # pseudo-events of the population's category mix in a plug-in estimate
 DAY_US = 86_400_000_000
+RECENT_EVENTS = 50  # what an encoder with the default max_len reads
+ALL_HISTORY_EVENTS = 200  # the newest events the default all-history scale sees
 
 
 def leave_one_out_cases(events: pl.DataFrame, min_user_events: int) -> pl.DataFrame:
@@ -124,10 +126,13 @@ def evaluate_oracles(source: SyntheticSource, min_user_events: int = 5) -> dict:
         side = SIDE_FROM_MISSION * mission + (1 - SIDE_FROM_MISSION) * taste
         return focus * intent + (1 - focus) * side
 
+    def intent_prior(mission: np.ndarray, taste: np.ndarray) -> np.ndarray:
+        """A new session's intent: its mission's category, a taste draw, or any category."""
+        rest = (1 - SESSION_FROM_MISSION - SESSION_FROM_TASTE) / n_cats
+        return SESSION_FROM_MISSION * mission + SESSION_FROM_TASTE * taste + rest
+
     def new_session(mission: np.ndarray, taste: np.ndarray) -> np.ndarray:
-        intent = SESSION_FROM_MISSION * mission + SESSION_FROM_TASTE * taste
-        intent = intent + (1 - SESSION_FROM_MISSION - SESSION_FROM_TASTE) / n_cats
-        return items_from(event_categories(intent, mission, taste))
+        return items_from(event_categories(intent_prior(mission, taste), mission, taste))
 
     p_continue = 1.0 - 1.0 / source.session_length
     ndcg: dict[str, list[float]] = {name: [] for name in ORACLES}
@@ -141,7 +146,8 @@ def evaluate_oracles(source: SyntheticSource, min_user_events: int = 5) -> dict:
         fav, w = truth.favourites[user], truth.taste[user]
         taste = np.zeros(n_cats)
         np.add.at(taste, fav[fav >= 0], w[fav >= 0])
-        session_rows = [r for r in history if sess[r] == s and r <= a]
+        seen = history[:-1]  # the user's events up to the anchor (the last one is the target)
+        session_rows = [r for r in seen if sess[r] == s]
         carts = [r for r in session_rows if ev_type[r] == "cart"]
         position = len(session_rows) - 1 - int(truth.closing_buy[a])
         buy = np.zeros(n_items + 1)
@@ -151,7 +157,6 @@ def evaluate_oracles(source: SyntheticSource, min_user_events: int = 5) -> dict:
         np.add.at(succ, truth.successors[item_ids[a]], 1.0 / truth.successors.shape[1])
 
         session_cats = [item_cat[item_ids[r]] for r in session_rows if not truth.closing_buy[r]]
-        seen = [r for r in history if r <= a]
 
         def plug_in(rows: list[int]) -> np.ndarray:
             """Category frequencies of the given events, shrunk towards the population's."""
@@ -161,9 +166,8 @@ def evaluate_oracles(source: SyntheticSource, min_user_events: int = 5) -> dict:
 
         def inferred_intent(taste_v: np.ndarray, mission_v: np.ndarray) -> np.ndarray:
             """Posterior of the session intent given the categories of its events so far."""
-            post = SESSION_FROM_MISSION * mission_v + SESSION_FROM_TASTE * taste_v
-            post = post + (1 - SESSION_FROM_MISSION - SESSION_FROM_TASTE) / n_cats
-            side = (1 - focus) * (SIDE_FROM_MISSION * mission_v + (1 - SIDE_FROM_MISSION) * taste_v)
+            post = intent_prior(mission_v, taste_v)
+            side = event_categories(np.zeros(n_cats), mission_v, taste_v)  # off-intent share
             for c in session_cats:  # P(category c | intent) for every intent
                 post = post * (focus * onehot(c) + side[c])
             return post / post.sum()
@@ -207,9 +211,9 @@ def evaluate_oracles(source: SyntheticSource, min_user_events: int = 5) -> dict:
         # taste and mission estimated from the categories inside a view of the history
         day = [r for r in seen if times[a] - times[r] <= DAY_US]
         for name, (mission_v, taste_v) in {
-            "plug-in: session": (plug_in(session_rows), plug_in(session_rows)),
-            "plug-in: last 50 events": (plug_in(seen[-50:]), plug_in(seen[-50:])),
-            "plug-in: day + all history": (plug_in(day), plug_in(seen[-200:])),
+            "plug-in: session": (plug_in(session_rows),) * 2,
+            "plug-in: last 50 events": (plug_in(seen[-RECENT_EVENTS:]),) * 2,
+            "plug-in: day + all history": (plug_in(day), plug_in(seen[-ALL_HISTORY_EVENTS:])),
         }.items():
             scores[name] = mixture(taste_v, mission_v, inferred_intent(taste_v, mission_v))
         return scores

@@ -61,7 +61,7 @@ class SequenceRecommender(nn.Module):
         # item categories as side information: every event's vector also carries its category, so
         # a window's bag holds the window's category mix (0 = unknown category, a zero vector)
         self.category_embedding = (
-            nn.Embedding(num_categories + 1, dim, padding_idx=0) if use_categories and num_categories else None
+            nn.Embedding(num_categories + 1, dim, padding_idx=0) if use_categories else None
         )
         self.encoder = encoder()
         S = len(self.scales)
