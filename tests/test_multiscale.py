@@ -200,6 +200,20 @@ def test_every_fusion_trains_and_reports_scale_weights(fusion, tmp_path):
     assert all(math.isfinite(v) for v in losses)
 
 
+@pytest.mark.parametrize("fusion", [ConcatFusion, WeightedFusion, GateFusion, AttentionFusion])
+def test_fusion_without_ablation_equals_keeping_every_scale(fusion):
+    """keep=None skips the masking; it must be exactly keep=all, and removing a scale must matter."""
+    torch.manual_seed(0)
+    module = fusion(dim=8, num_scales=3, dropout=0.0).eval()
+    h, v = torch.randn(2, 5, 8), torch.randn(2, 3, 5, 8)
+    z, w = module(h, v)
+    z_all, w_all = module(h, v, torch.ones(3, dtype=torch.bool))
+    torch.testing.assert_close(z, z_all)
+    torch.testing.assert_close(w, w_all)
+    z_drop, w_drop = module(h, v, torch.tensor([True, False, True]))
+    assert not torch.allclose(z, z_drop) and w_drop[1] == 0
+
+
 def test_inline_scales_and_count_windows_without_timestamps(tmp_path):
     """Scales written inline on the command line; count windows on a log without timestamps."""
     log = tmp_path / "seq.txt"

@@ -26,13 +26,14 @@ class Fusion(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.num_scales == 0:
             return h, h.new_zeros(0)
-        if keep is None:
-            keep = torch.ones(self.num_scales, dtype=torch.bool, device=h.device)
-        v = v * keep.view(1, -1, 1, 1)
-        mixed, weights = self.combine(h, v, keep)
+        if keep is None:  # no ablation: skip the masking (two [B, S, L, D] passes per step)
+            mixed, weights = self.combine(h, v, None)
+        else:
+            mixed, weights = self.combine(h, v * keep.view(1, -1, 1, 1), keep)
         return self.norm(h + self.dropout(mixed)), weights.detach()
 
     def combine(self, h, v, keep) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
+        """``keep`` is None (every scale) or [S] bool with the removed scales' ``v`` zeroed."""
         raise NotImplementedError
 
 
@@ -46,7 +47,8 @@ class ConcatFusion(Fusion):
     def combine(self, h, v, keep):
         B, S, L, D = v.shape
         x = torch.cat([h, v.permute(0, 2, 1, 3).reshape(B, L, S * D)], dim=-1)
-        w = self.mlp[0].weight[:, D:].view(-1, S, D).norm(dim=(0, 2)) * keep
+        w = self.mlp[0].weight[:, D:].view(-1, S, D).norm(dim=(0, 2))
+        w = w if keep is None else w * keep
         return self.mlp(x), w / w.sum().clamp(min=1e-12)
 
 
@@ -58,7 +60,8 @@ class WeightedFusion(Fusion):
         self.logits = nn.Parameter(torch.zeros(num_scales))
 
     def combine(self, h, v, keep):
-        w = torch.softmax(self.logits.masked_fill(~keep, float("-inf")), dim=0)
+        logits = self.logits if keep is None else self.logits.masked_fill(~keep, float("-inf"))
+        w = torch.softmax(logits, dim=0)
         return torch.einsum("s,bsld->bld", w, v), w
 
 
@@ -77,7 +80,8 @@ class GateFusion(Fusion):
     def combine(self, h, v, keep):
         B, S, L, D = v.shape
         g = torch.sigmoid(self.gate(h)).view(B, L, S, D).permute(0, 2, 1, 3)  # [B, S, L, D]
-        g = g * keep.view(1, -1, 1, 1)
+        if keep is not None:
+            g = g * keep.view(1, -1, 1, 1)
         w = g.mean(dim=(0, 2, 3))
         return (g * v).sum(1), w / w.sum().clamp(min=1e-12)
 
@@ -93,6 +97,8 @@ class AttentionFusion(Fusion):
 
     def combine(self, h, v, keep):
         logits = torch.einsum("bld,bsld->bls", self.query(h), self.key(v)) / self.dim**0.5
-        attn = torch.softmax(logits.masked_fill(~keep.view(1, 1, -1), float("-inf")), dim=-1)
+        if keep is not None:
+            logits = logits.masked_fill(~keep.view(1, 1, -1), float("-inf"))
+        attn = torch.softmax(logits, dim=-1)
         mixed = torch.einsum("bls,bsld->bld", attn, self.value(v))
         return mixed, attn.mean(dim=(0, 1))
