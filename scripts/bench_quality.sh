@@ -3,7 +3,7 @@
 #   bash scripts/bench_quality.sh [OUT_DIR] [ML100K_DIR]
 # OUT_DIR defaults to runs/bench; ML100K_DIR (RecBole atomic files) to ../shared/data/ml-100k and
 # is skipped when absent. Sequential on purpose: timings in the tables are then comparable.
-# About 3 h 15 min on 2 CPU cores (the windows() sweeps with 10,000 users take 95 minutes). With
+# About 3 h 50 min on 2 CPU cores (the windows() sweeps with 10,000 users take 130 minutes). With
 # FILTERED=1 the synthetic sweeps run once more with seen items filtered from the ranking
 # (metrics.filter_seen=true; the README's last column) into OUT_DIR/filtered (about 45 minutes more).
 set -euo pipefail
@@ -37,6 +37,9 @@ windows() {  # a log on which windows in time carry information 50 recent events
   recsys train -m +experiment=multiscale_synthetic model/encoder=gru scales=session_day_month_all \
     model/fusion=concat,attention,weighted "${w[@]}" data.reader.num_users=10000 "${q[@]}" \
     hydra.sweep.dir="$out/synthetic_windows_10k_fusion"
+  recsys train -m +experiment=multiscale_synthetic model/encoder=gru scales=session_day_month_all \
+    model.share_encoder=false,true scales.pooling=attention,mean "${w[@]}" data.reader.num_users=10000 \
+    "${q[@]}" hydra.sweep.dir="$out/synthetic_windows_10k_encoders"
 }
 seeds() {  # two more seeds of the plain, best single-window and 4-scale models (seed 42 above)
   recsys train -m +experiment=multiscale_synthetic model/encoder=gru,transformer \
