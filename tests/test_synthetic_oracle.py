@@ -72,3 +72,23 @@ def test_oracles_are_ordered_by_what_they_know():
         assert o[name]["loglik"] < o["inferred"]["loglik"]
         assert 10 / SMALL["num_items"] < o[name]["hr@10"] <= o["ceiling"]["hr@10"]
     assert o["plug-in: session"]["loglik"] < o["plug-in: day + all history"]["loglik"]
+
+
+def test_the_grid_script_reports_one_row_per_combination(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "synthetic_ceiling.py"
+    spec = importlib.util.spec_from_file_location("synthetic_ceiling", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.grid(["data.reader.num_users=300", "data.reader.session_focus=0.3,0.9", "data.reader.buy_prob=0"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    header, rows = lines[0].split(" | "), [line.strip("| ").split(" | ") for line in lines[2:]]
+    assert header[:3] == ["| num_users", "session_focus", "buy_prob"] and len(rows) == 2
+    assert [row[1] for row in rows] == ["0.3", "0.9"]
+    for row in rows:
+        session_only, taste, mission, both = (float(v) for v in row[3:7])
+        assert 0 < session_only < 1 and 0 < both < 1
+        # the gain of knowing both latents over the better one alone (from 4-decimal cells)
+        assert float(row[7].rstrip("%")) / 100 == pytest.approx(both / max(taste, mission) - 1, abs=2e-3)
