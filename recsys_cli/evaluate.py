@@ -154,6 +154,13 @@ def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_s
         "data_fingerprint_now": data.fingerprint,
         "data_fingerprint_trained": info.get("data_fingerprint"),
     }
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S") + f".{time.time_ns() % 1_000_000_000:09d}"
-    write_json_atomic(run_dir / "evaluations" / f"{stamp}-{stage}.json", report)
+    write_json_atomic(run_dir / "evaluations" / f"{report_stamp(time.time_ns())}-{stage}.json", report)
     return report
+
+
+def report_stamp(ns: int) -> str:
+    """Local time of ``ns`` (nanoseconds since the epoch) to the nanosecond, from one clock reading,
+    so that reports' names sort in the order they were written (read twice, a second boundary
+    between the readings could put a later report first)."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(seconds)) + f".{fraction:09d}"

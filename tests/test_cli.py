@@ -141,6 +141,16 @@ def test_evaluate_with_another_split_says_so(trained_run):
     assert report["results"]["all scales"] != metrics_of(run_dir)["test"]  # another split, other cases
 
 
+def test_evaluation_report_names_sort_in_time_order_across_a_second_boundary():
+    from recsys_cli.evaluate import report_stamp
+
+    second = 1_700_000_000 * 1_000_000_000
+    times = [second - 1, second, second + 1, second + 999_999_999, second + 1_000_000_000]
+    stamps = [report_stamp(ns) for ns in times]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    assert stamps[0].endswith(".999999999") and stamps[1].endswith(".000000000")
+
+
 def test_evaluate_warns_when_the_prepared_data_differs(trained_run):
     run_dir, _ = trained_run
     result = run_recsys(["evaluate", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}",
