@@ -43,11 +43,9 @@ def report(result: dict) -> None:
 
 def grid(overrides: list[str]) -> None:
     """One row per combination of the comma-separated override values."""
-    choices = []
-    for override in overrides:
-        key, _, values = override.partition("=")
-        choices.append([f"{key}={v}" for v in values.split(",")])
-    keys = [o.partition("=")[0].rsplit(".", 1)[-1] for o in overrides]
+    split = [o.partition("=")[::2] for o in overrides]  # (key, "v1,v2,...")
+    choices = [[f"{key}={v}" for v in values.split(",")] for key, values in split]
+    keys = [key.rsplit(".", 1)[-1] for key, _ in split]
     names = ["session only", "+ taste", "+ mission", "+ both", "both / best one", "windows / last 50"]
     print("| " + " | ".join([*keys, *names]) + " |")
     print("|" + "---|" * (len(keys) + len(names)))

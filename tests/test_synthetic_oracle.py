@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -75,9 +78,6 @@ def test_oracles_are_ordered_by_what_they_know():
 
 
 def test_the_grid_script_reports_one_row_per_combination(capsys):
-    import importlib.util
-    from pathlib import Path
-
     path = Path(__file__).resolve().parents[1] / "scripts" / "synthetic_ceiling.py"
     spec = importlib.util.spec_from_file_location("synthetic_ceiling", path)
     script = importlib.util.module_from_spec(spec)
