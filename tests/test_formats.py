@@ -36,8 +36,8 @@ from recsys_cli.data.formats import (
     TabularReader,
     TaobaoReader,
 )
-from recsys_cli.data.formats import canonical as C
 from recsys_cli.data.formats.base import DatasetReader, RawDataset
+from recsys_cli.data.formats.canonical import json_lines as C
 
 UTC = pl.Datetime("us", "UTC")
 REPO = Path(__file__).resolve().parents[1]

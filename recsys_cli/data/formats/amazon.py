@@ -22,8 +22,18 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys_cli.data.formats import canonical as C
 from recsys_cli.data.formats.base import DatasetReader, RawDataset
+from recsys_cli.data.formats.canonical.assemble import (
+    attach_item_category,
+    build_events,
+    build_items,
+    finish_events,
+)
+from recsys_cli.data.formats.canonical.csv_files import check_field_count, read_csv
+from recsys_cli.data.formats.canonical.files import first_line, locate_file, require_file
+from recsys_cli.data.formats.canonical.json_lines import iter_ndjson, peek_json_keys
+from recsys_cli.data.formats.canonical.messages import Where, fmt_list
+from recsys_cli.data.formats.canonical.options import normalize_encoding
 from recsys_cli.errors import DataError
 
 DOWNLOAD = (
@@ -31,6 +41,7 @@ DOWNLOAD = (
     "https://nijianmo.github.io/amazon/ (2018)"
 )
 WHAT = "an Amazon review file (ratings-only .csv, or .json/.jsonl[.gz] reviews)"
+META_WHAT = "Amazon metadata JSON lines (meta_*.json[l][.gz])"
 REVIEW_SUFFIXES = (".csv", ".json", ".jsonl", ".json.gz", ".jsonl.gz", ".csv.gz")
 
 SCHEMA_2018 = {
@@ -66,6 +77,15 @@ def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
     return any(path.name.lower().endswith(s) for s in suffixes)
 
 
+def _is_data_file(path: Path) -> bool:
+    """A review or metadata file, by its name (.csv or .json[l], optionally .gz)."""
+    return path.is_file() and _has_suffix(path, REVIEW_SUFFIXES)
+
+
+def _is_meta(path: Path) -> bool:
+    return path.name.lower().startswith("meta")
+
+
 class AmazonReader(DatasetReader):
     """Reads Amazon reviews (2018 or 2023 release; CSV or JSON lines) and optional metadata."""
 
@@ -74,32 +94,29 @@ class AmazonReader(DatasetReader):
     def __init__(self, path: str, metadata_path: str | None = None, encoding: str = "utf-8"):
         self.path = str(path)
         self.metadata_path = None if metadata_path in (None, "") else str(metadata_path)
-        self.encoding = C.normalize_encoding(encoding)
+        self.encoding = normalize_encoding(encoding)
 
     # -- files -----------------------------------------------------------------------------
     def _files(self) -> tuple[Path, Path | None]:
-        p = Path(self.path)
+        reviews = locate_file(
+            self.path,
+            WHAT,
+            DOWNLOAD,
+            pattern="*",
+            keep=lambda f: _is_data_file(f) and not _is_meta(f),
+            ambiguous=(
+                "{folder}: expected exactly one review file (.csv or .json[l][.gz], not meta_*) "
+                "in the folder, found {found}; set data.path to the file itself"
+            ),
+        )
+        folder = Path(self.path)
         meta = Path(self.metadata_path) if self.metadata_path else None
-        if p.is_dir():
-            files = sorted(
-                f for f in p.iterdir() if f.is_file() and _has_suffix(f, REVIEW_SUFFIXES)
-            )
-            reviews = [f for f in files if not f.name.lower().startswith("meta")]
-            if len(reviews) != 1:
-                raise DataError(
-                    f"{p}: expected exactly one review file (.csv or .json[l][.gz], not meta_*) in the folder, "
-                    f"found {C._fmt_list([f.name for f in reviews])}; set data.path to the file itself"
-                )
-            if meta is None:
-                metas = [f for f in files if f.name.lower().startswith("meta")]
-                meta = metas[0] if len(metas) == 1 else None
-            p = reviews[0]
-        elif not p.exists() and not p.parent.is_dir():
-            C.require_dir(p.parent, WHAT, DOWNLOAD)
-        C.require_file(p, WHAT, DOWNLOAD)
+        if meta is None and folder.is_dir():
+            metas = [f for f in sorted(folder.iterdir()) if _is_data_file(f) and _is_meta(f)]
+            meta = metas[0] if len(metas) == 1 else None
         if meta is not None:
-            C.require_file(meta, "Amazon metadata JSON lines (meta_*.json[l][.gz])", DOWNLOAD)
-        return p, meta
+            require_file(meta, META_WHAT, DOWNLOAD)
+        return reviews, meta
 
     def source_files(self) -> list[Path]:
         reviews, meta = self._files()
@@ -113,16 +130,16 @@ class AmazonReader(DatasetReader):
         else:
             events = self._read_json(reviews)
         items = self._read_meta(meta) if meta is not None else None
-        events = C.finish_events(C.attach_item_category(events, items), reviews)
+        events = finish_events(attach_item_category(events, items), reviews)
         return RawDataset(
             events=events, items=items, source_files=self.source_files(), name=self.name
         )
 
     def _read_csv(self, path: Path) -> pl.DataFrame:
-        head = [f.strip().lower() for f in C.first_line(path, self.encoding).split(",")]
+        head = [f.strip().lower() for f in first_line(path, self.encoding).split(",")]
         if "user_id" in head:  # 2023 ratings CSV with a header; timestamps in milliseconds
             item_col = "parent_asin" if "parent_asin" in head else "asin"
-            df = C.read_csv(
+            df = read_csv(
                 path,
                 dtypes={
                     "user_id": pl.String,
@@ -134,9 +151,9 @@ class AmazonReader(DatasetReader):
                 encoding=self.encoding,
                 what="an Amazon 2023 ratings CSV (user_id,parent_asin,rating,timestamp)",
             )
-            return C.build_events(
+            return build_events(
                 df,
-                C.Where(path),
+                Where(path),
                 user="user_id",
                 item=item_col,
                 timestamp="timestamp",
@@ -144,8 +161,8 @@ class AmazonReader(DatasetReader):
                 rating="rating",
             )
         names = ["item", "user", "rating", "timestamp"]
-        C.check_field_count(path, ",", names, encoding=self.encoding, fmt="Amazon ratings-only CSV")
-        df = C.read_csv(
+        check_field_count(path, ",", names, encoding=self.encoding, fmt="Amazon ratings-only CSV")
+        df = read_csv(
             path,
             has_header=False,
             names=names,
@@ -158,9 +175,9 @@ class AmazonReader(DatasetReader):
             encoding=self.encoding,
             what="an Amazon ratings-only CSV (item,user,rating,timestamp; no header)",
         )
-        return C.build_events(
+        return build_events(
             df,
-            C.Where(path, first_line=1),
+            Where(path, first_line=1),
             user="user",
             item="item",
             timestamp="timestamp",
@@ -169,7 +186,7 @@ class AmazonReader(DatasetReader):
         )
 
     def _read_json(self, path: Path) -> pl.DataFrame:
-        keys = C.peek_json_keys(path, WHAT)
+        keys = peek_json_keys(path, WHAT)
         if {"reviewerID", "asin"} <= keys:
             schema, user, unit, time, rating, verified = (
                 SCHEMA_2018,
@@ -195,12 +212,12 @@ class AmazonReader(DatasetReader):
                 else ""
             )
             raise DataError(
-                f"{path} line 1: not an Amazon review record{hint}: found fields {C._fmt_list(sorted(keys))}; "
+                f"{path} line 1: not an Amazon review record{hint}: found fields {fmt_list(sorted(keys))}; "
                 "expected the 2018 fields reviewerID, asin, overall, unixReviewTime or the 2023 fields "
                 "user_id, parent_asin, rating, timestamp"
             )
         parts = []
-        for df, where in C.iter_ndjson(path, schema, encoding=self.encoding, what=WHAT):
+        for df, where in iter_ndjson(path, schema, encoding=self.encoding, what=WHAT):
             if schema is SCHEMA_2023:
                 df = df.with_columns(pl.coalesce("parent_asin", "asin").alias("_item")).drop(
                     "parent_asin", "asin"
@@ -211,7 +228,7 @@ class AmazonReader(DatasetReader):
                 item, labels = "asin", {}
             df = df.rename({verified: "verified"})
             parts.append(
-                C.build_events(
+                build_events(
                     df,
                     where,
                     user=user,
@@ -229,19 +246,18 @@ class AmazonReader(DatasetReader):
         return events
 
     def _read_meta(self, path: Path) -> pl.DataFrame:
-        what = "Amazon metadata JSON lines (meta_*.json[l][.gz])"
-        keys = C.peek_json_keys(path, what)
+        keys = peek_json_keys(path, META_WHAT)
         if "parent_asin" in keys:
             schema, item, main, cats = META_2023, "parent_asin", "main_category", "categories"
         elif "asin" in keys:
             schema, item, main, cats = META_2018, "asin", "main_cat", "category"
         else:
             raise DataError(
-                f"{path} line 1: not an Amazon metadata record: found fields {C._fmt_list(sorted(keys))}; "
+                f"{path} line 1: not an Amazon metadata record: found fields {fmt_list(sorted(keys))}; "
                 "expected asin (2018) or parent_asin (2023)"
             )
         parts = []
-        for df, where in C.iter_ndjson(path, schema, encoding=self.encoding, what=what):
+        for df, where in iter_ndjson(path, schema, encoding=self.encoding, what=META_WHAT):
             main_cat = pl.col(main).str.strip_chars()
             df = df.select(
                 item,
@@ -251,7 +267,7 @@ class AmazonReader(DatasetReader):
                 ).alias("category"),
                 pl.col(cats).list.join("|").alias("categories"),
             )
-            parts.append(C.build_items(df, where, item=item, title="title", category="category"))
+            parts.append(build_items(df, where, item=item, title="title", category="category"))
         if not parts:
-            raise DataError(f"{path} has no records; expected {what}")
+            raise DataError(f"{path} has no records; expected {META_WHAT}")
         return pl.concat(parts, how="vertical").unique("item_id", keep="first", maintain_order=True)

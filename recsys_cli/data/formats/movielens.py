@@ -21,8 +21,16 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys_cli.data.formats import canonical as C
 from recsys_cli.data.formats.base import DatasetReader, RawDataset
+from recsys_cli.data.formats.canonical.assemble import (
+    attach_item_category,
+    build_events,
+    build_items,
+    finish_events,
+)
+from recsys_cli.data.formats.canonical.csv_files import check_field_count, read_csv, read_lines
+from recsys_cli.data.formats.canonical.files import first_line, require_dir, require_file
+from recsys_cli.data.formats.canonical.messages import Where, first_row, fmt_list, one_line, short
 from recsys_cli.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -65,7 +73,7 @@ RATING_FIELDS = ("UserID", "MovieID", "Rating", "Timestamp")
 
 def _decode_legacy(path: Path) -> str:
     """Text of a GroupLens movie list: UTF-8 when valid, else Latin-1 (ml-100k, ml-1m)."""
-    raw = C.require_file(path, "the MovieLens movie list", DOWNLOAD).read_bytes()
+    raw = require_file(path, "the MovieLens movie list", DOWNLOAD).read_bytes()
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -94,7 +102,7 @@ class MovieLensReader(DatasetReader):
         folder = Path(self.path)
         if folder.is_file():
             folder = folder.parent
-        C.require_dir(folder, EXPECTED, DOWNLOAD)
+        require_dir(folder, EXPECTED, DOWNLOAD)
         candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
         for base in candidates:
             for variant, ratings, movies in VARIANTS:
@@ -106,7 +114,7 @@ class MovieLensReader(DatasetReader):
         todo = f"unzip {archives[0]} in this folder" if archives else f"{DOWNLOAD} into this folder"
         raise DataError(
             f"{folder}: no MovieLens ratings file (looked for u.data, ratings.dat, ratings.csv; "
-            f"found {C._fmt_list(found)}); {todo}"
+            f"found {fmt_list(found)}); {todo}"
         )
 
     def source_files(self) -> list[Path]:
@@ -129,7 +137,7 @@ class MovieLensReader(DatasetReader):
             log.warning(
                 "%s: no movie list next to %s; items have no titles", ratings.parent, ratings.name
             )
-        events = C.finish_events(C.attach_item_category(events, items), ratings)
+        events = finish_events(attach_item_category(events, items), ratings)
         return RawDataset(
             events=events,
             items=items,
@@ -140,8 +148,8 @@ class MovieLensReader(DatasetReader):
     @staticmethod
     def _read_100k(path: Path) -> pl.DataFrame:
         names = ["user", "item", "rating", "timestamp"]
-        C.check_field_count(path, "\t", names, fmt="ml-100k u.data")
-        df = C.read_csv(
+        check_field_count(path, "\t", names, fmt="ml-100k u.data")
+        df = read_csv(
             path,
             separator="\t",
             has_header=False,
@@ -156,9 +164,9 @@ class MovieLensReader(DatasetReader):
             what="the ml-100k u.data file (user, item, rating, timestamp; tab-separated)",
             encoding_key=None,
         )
-        return C.build_events(
+        return build_events(
             df,
-            C.Where(path, first_line=1),
+            Where(path, first_line=1),
             user="user",
             item="item",
             timestamp="timestamp",
@@ -170,9 +178,9 @@ class MovieLensReader(DatasetReader):
     @staticmethod
     def _dat_error(path: Path) -> None:
         """Raise the line-level error of a ratings.dat file (wrong field count or empty line)."""
-        lines = C.read_lines(path)
+        lines = read_lines(path)
         counts = lines.fill_null("").str.count_matches("::", literal=True) + 1
-        bad = C._first((counts != 4) | lines.is_null() | (lines.str.strip_chars() == ""))
+        bad = first_row((counts != 4) | lines.is_null() | (lines.str.strip_chars() == ""))
         if bad is None:
             return
         line = lines[bad]
@@ -180,7 +188,7 @@ class MovieLensReader(DatasetReader):
             raise DataError(f"{path} line {bad + 1}: empty line; remove it")
         msg = (
             f"{path} line {bad + 1}: {counts[bad]} field(s) separated by '::', expected 4 "
-            f"({'::'.join(RATING_FIELDS)}): {C._short(line, 80)}"
+            f"({'::'.join(RATING_FIELDS)}): {short(line, 80)}"
         )
         if counts[bad] == 1:
             msg += "; wrong separator? ratings.dat uses '::' between fields"
@@ -198,11 +206,11 @@ class MovieLensReader(DatasetReader):
             "_c": pl.String,
             "timestamp": pl.Int64,
         }
-        C.require_file(path, "ratings.dat (UserID::MovieID::Rating::Timestamp)", DOWNLOAD)
-        first = C.first_line(path)
+        require_file(path, "ratings.dat (UserID::MovieID::Rating::Timestamp)", DOWNLOAD)
+        first = first_line(path)
         if first.count("::") != 3:
             self._dat_error(path)
-        df = C.read_csv(
+        df = read_csv(
             path,
             separator=":",
             has_header=False,
@@ -219,9 +227,9 @@ class MovieLensReader(DatasetReader):
         )
         if df.select(wrong.any()).item():
             self._dat_error(path)
-        return C.build_events(
+        return build_events(
             df,
-            C.Where(path, first_line=1),
+            Where(path, first_line=1),
             user="user",
             item="item",
             timestamp="timestamp",
@@ -234,7 +242,7 @@ class MovieLensReader(DatasetReader):
     @staticmethod
     def _read_csv(path: Path) -> pl.DataFrame:
         columns = ["userId", "movieId", "rating", "timestamp"]
-        df = C.read_csv(
+        df = read_csv(
             path,
             dtypes={
                 "userId": pl.Int64,
@@ -246,9 +254,9 @@ class MovieLensReader(DatasetReader):
             what="a MovieLens ratings.csv (header userId,movieId,rating,timestamp)",
             hint=DOWNLOAD,
         )
-        return C.build_events(
+        return build_events(
             df,
-            C.Where(path),
+            Where(path),
             user="userId",
             item="movieId",
             timestamp="timestamp",
@@ -272,7 +280,7 @@ class MovieLensReader(DatasetReader):
             )
         except pl.exceptions.PolarsError as exc:
             raise DataError(
-                f"{path}: cannot read it as the ml-100k u.item file ('|'-separated, 24 fields) ({C._one_line(exc)})"
+                f"{path}: cannot read it as the ml-100k u.item file ('|'-separated, 24 fields) ({one_line(exc)})"
             ) from None
         if df.width != len(names):
             raise DataError(
@@ -290,9 +298,9 @@ class MovieLensReader(DatasetReader):
             genres.list.join("|").alias("genres"),
             pl.col("release").alias("release_date"),
         )
-        return C.build_items(
+        return build_items(
             df,
-            C.Where(path, first_line=1),
+            Where(path, first_line=1),
             item="item",
             title="title",
             category="category",
@@ -306,23 +314,23 @@ class MovieLensReader(DatasetReader):
         parts = lines.str.splitn("::", 3).struct.rename_fields(["item", "title", "genres"])
         df = parts.struct.unnest().with_row_index("_row")
         df = df.filter(pl.col("item").str.strip_chars() != "")
-        bad = C._first(df.get_column("genres").is_null())
+        bad = first_row(df.get_column("genres").is_null())
         if bad is not None:
             row = df.get_column("_row")[bad]
             raise DataError(
-                f"{path} line {row + 1}: expected MovieID::Title::Genres, found {C._short(lines[row], 80)}; "
+                f"{path} line {row + 1}: expected MovieID::Title::Genres, found {short(lines[row], 80)}; "
                 "fix that line"
             )
         lines_of = df.get_column("_row")
         df = df.select("item", "title", *_genre_columns(pl.col("genres")))
-        where = C.Where(path, line_of=lambda r: int(lines_of[r]) + 1)
-        return C.build_items(
+        where = Where(path, line_of=lambda r: int(lines_of[r]) + 1)
+        return build_items(
             df, where, item="item", title="title", category="category", integer_ids=True
         )
 
     @staticmethod
     def _items_csv(path: Path) -> pl.DataFrame:
-        df = C.read_csv(
+        df = read_csv(
             path,
             dtypes={"movieId": pl.Int64, "title": pl.String, "genres": pl.String},
             required=["movieId", "title", "genres"],
@@ -330,6 +338,6 @@ class MovieLensReader(DatasetReader):
             hint=DOWNLOAD,
         )
         df = df.select("movieId", "title", *_genre_columns(pl.col("genres").cast(pl.String)))
-        return C.build_items(
-            df, C.Where(path), item="movieId", title="title", category="category", integer_ids=True
+        return build_items(
+            df, Where(path), item="movieId", title="title", category="category", integer_ids=True
         )

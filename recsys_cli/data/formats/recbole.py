@@ -17,8 +17,23 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys_cli.data.formats import canonical as C
 from recsys_cli.data.formats.base import DatasetReader, RawDataset
+from recsys_cli.data.formats.canonical.assemble import (
+    attach_item_category,
+    build_events,
+    build_items,
+    finish_events,
+)
+from recsys_cli.data.formats.canonical.columns import check_ids
+from recsys_cli.data.formats.canonical.csv_files import read_csv
+from recsys_cli.data.formats.canonical.files import (
+    first_line,
+    locate_file,
+    require_dir,
+    require_file,
+)
+from recsys_cli.data.formats.canonical.messages import Where, fmt_list, short
+from recsys_cli.data.formats.canonical.options import normalize_encoding
 from recsys_cli.errors import DataError
 
 TYPES = {
@@ -37,11 +52,11 @@ DOWNLOAD = (
 
 def _header(path: Path, encoding: str) -> list[tuple[str, str]]:
     """[(name, type)] from a RecBole header line; DataError naming the bad field."""
-    line = C.first_line(path, encoding)
+    line = first_line(path, encoding)
     fields = line.split("\t")
     if len(fields) == 1 and any(s in line for s in (" ", ",", ";")) and line.count(":") > 1:
         raise DataError(
-            f"{path} line 1: one field when split on tab: {C._short(line, 80)}; wrong separator? "
+            f"{path} line 1: one field when split on tab: {short(line, 80)}; wrong separator? "
             "RecBole atomic files are tab-separated"
         )
     out = []
@@ -65,7 +80,7 @@ def _read_atomic(
     path: Path, encoding: str, required: list[str], what: str
 ) -> tuple[pl.DataFrame, dict[str, str]]:
     """The file with the ':type' suffixes stripped, and {name: type}."""
-    C.require_file(path, what, DOWNLOAD)
+    require_file(path, what, DOWNLOAD)
     fields = _header(path, encoding)
     raw_names = [f"{n}:{k}" for n, k in fields]
     kinds = dict(fields)
@@ -73,10 +88,10 @@ def _read_atomic(
     if missing:
         raise DataError(
             f"{path}: missing field(s) {', '.join(missing)}; expected {', '.join(required)}, found "
-            f"{C._fmt_list(list(kinds))}; set data.reader.user_field / item_field / time_field to the "
+            f"{fmt_list(list(kinds))}; set data.reader.user_field / item_field / time_field to the "
             "names this file uses"
         )
-    df = C.read_csv(
+    df = read_csv(
         path,
         separator="\t",
         dtypes={raw: TYPES[k] for raw, (_, k) in zip(raw_names, fields, strict=True)},
@@ -118,7 +133,7 @@ class RecBoleReader(DatasetReader):
     ):
         self.path = str(path)
         self.dataset = None if dataset in (None, "") else str(dataset)
-        self.encoding = C.normalize_encoding(encoding)
+        self.encoding = normalize_encoding(encoding)
         self.user_field, self.item_field, self.time_field = user_field, item_field, time_field
 
     def _files(self) -> tuple[str, Path, Path | None, Path | None]:
@@ -126,19 +141,19 @@ class RecBoleReader(DatasetReader):
         dataset = self.dataset
         if p.is_file() and p.suffix == ".inter":
             p, dataset = p.parent, dataset or p.stem
-        C.require_dir(p, "RecBole atomic files <name>.inter (+ <name>.item)", DOWNLOAD)
-        name = dataset or p.name
-        inter = p / f"{name}.inter"
-        if not inter.is_file() and dataset is None:
-            found = sorted(p.glob("*.inter"))
-            if len(found) == 1:
-                inter, name = found[0], found[0].stem
-            else:
-                raise DataError(
-                    f"{p}: no {name}.inter (found .inter files: {C._fmt_list([f.name for f in found])}); "
-                    "set data.reader.dataset to the dataset name (the file name without .inter)"
-                )
-        C.require_file(inter, f"the RecBole interaction file {name}.inter", DOWNLOAD)
+        require_dir(p, "RecBole atomic files <name>.inter (+ <name>.item)", DOWNLOAD)
+        inter = locate_file(
+            p,
+            lambda f: f"the RecBole interaction file {dataset or f.stem}.inter",
+            DOWNLOAD,
+            names=(f"{dataset or p.name}.inter",),
+            pattern="*.inter" if dataset is None else None,
+            ambiguous=(
+                "{folder}: no {folder.name}.inter (found .inter files: {found}); "
+                "set data.reader.dataset to the dataset name (the file name without .inter)"
+            ),
+        )
+        name = dataset or inter.stem
         item, user = p / f"{name}.item", p / f"{name}.user"
         return name, inter, item if item.is_file() else None, user if user.is_file() else None
 
@@ -160,9 +175,9 @@ class RecBoleReader(DatasetReader):
                 f"{inter}: field {time!r} has type {kinds[time]}; expected float unix seconds"
             )
         df = _sequences(df, kinds, {self.user_field, self.item_field})
-        events = C.build_events(
+        events = build_events(
             df,
-            C.Where(inter),
+            Where(inter),
             user=self.user_field,
             item=self.item_field,
             timestamp=time,
@@ -171,7 +186,7 @@ class RecBoleReader(DatasetReader):
         )
         items = self._items(item_path) if item_path is not None else None
         users = self._users(user_path) if user_path is not None else None
-        events = C.finish_events(C.attach_item_category(events, items), inter)
+        events = finish_events(attach_item_category(events, items), inter)
         return RawDataset(
             events=events,
             items=items,
@@ -188,7 +203,7 @@ class RecBoleReader(DatasetReader):
             f"a RecBole .user file ({self.user_field}:token, ...)",
         )
         df = _sequences(df, kinds, {self.user_field})
-        ids = C.check_ids(df.get_column(self.user_field), C.Where(path), self.user_field, "user id")
+        ids = check_ids(df.get_column(self.user_field), Where(path), self.user_field, "user id")
         other = [c for c in df.columns if c != self.user_field]
         renamed = {c: f"{c}_raw" for c in other if c == "user_id"}
         return (
@@ -213,9 +228,9 @@ class RecBoleReader(DatasetReader):
             first = pl.col(cat)
             first = first.list.first() if kinds[cat] == "token_seq" else first.cast(pl.String)
             df = df.with_columns(first.alias("_category"))
-        return C.build_items(
+        return build_items(
             df,
-            C.Where(path),
+            Where(path),
             item=self.item_field,
             title=title,
             category="_category" if cat is not None else None,

@@ -12,8 +12,12 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys_cli.data.formats import canonical as C
 from recsys_cli.data.formats.base import DatasetReader, RawDataset
+from recsys_cli.data.formats.canonical.assemble import build_events, finish_events
+from recsys_cli.data.formats.canonical.csv_files import read_csv
+from recsys_cli.data.formats.canonical.files import locate_file
+from recsys_cli.data.formats.canonical.messages import Where
+from recsys_cli.data.formats.canonical.options import normalize_encoding
 
 FILE = "events.csv"
 COLUMNS = ["timestamp", "visitorid", "event", "itemid", "transactionid"]
@@ -31,22 +35,17 @@ class RetailrocketReader(DatasetReader):
 
     def __init__(self, path: str, encoding: str = "utf-8"):
         self.path = str(path)
-        self.encoding = C.normalize_encoding(encoding)
+        self.encoding = normalize_encoding(encoding)
 
     def _file(self) -> Path:
-        p = Path(self.path)
-        if p.is_dir():
-            return C.require_file(p / FILE, WHAT, DOWNLOAD)
-        if not p.exists() and p.suffix.lower() != ".csv":
-            C.require_dir(p, WHAT, DOWNLOAD)
-        return C.require_file(p, WHAT, DOWNLOAD)
+        return locate_file(self.path, WHAT, DOWNLOAD, names=(FILE,), file_suffixes=(".csv",))
 
     def source_files(self) -> list[Path]:
         return [self._file()]
 
     def read(self) -> RawDataset:
         path = self._file()
-        df = C.read_csv(
+        df = read_csv(
             path,
             dtypes={
                 "timestamp": pl.Int64,
@@ -61,9 +60,9 @@ class RetailrocketReader(DatasetReader):
             what=WHAT,
             hint=DOWNLOAD,
         )
-        events = C.build_events(
+        events = build_events(
             df,
-            C.Where(path),
+            Where(path),
             user="visitorid",
             item="itemid",
             timestamp="timestamp",
@@ -72,5 +71,5 @@ class RetailrocketReader(DatasetReader):
             event_map=EVENT_TYPES,
         )
         return RawDataset(
-            events=C.finish_events(events, path), items=None, source_files=[path], name=self.name
+            events=finish_events(events, path), items=None, source_files=[path], name=self.name
         )

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys_cli.data.formats import canonical as C
 from recsys_cli.data.formats.base import DatasetReader, RawDataset
-from recsys_cli.errors import DataError
+from recsys_cli.data.formats.canonical.assemble import build_events, finish_events
+from recsys_cli.data.formats.canonical.csv_files import check_field_count, read_csv
+from recsys_cli.data.formats.canonical.files import locate_file
+from recsys_cli.data.formats.canonical.messages import Where
+from recsys_cli.data.formats.canonical.options import normalize_encoding, normalize_separator
 
 DOWNLOAD = "e.g. ml-1m.txt / Beauty.txt from https://github.com/kang205/SASRec/tree/master/data"
 WHAT = "a SASRec-style text file ('user item' per line, space-separated, in time order)"
@@ -30,22 +33,20 @@ class SequenceTextReader(DatasetReader):
 
     def __init__(self, path: str, separator: str = " ", encoding: str = "utf-8"):
         self.path = str(path)
-        self.separator = C.normalize_separator(separator)
-        self.encoding = C.normalize_encoding(encoding)
+        self.separator = normalize_separator(separator)
+        self.encoding = normalize_encoding(encoding)
 
     def _file(self) -> Path:
-        p = Path(self.path)
-        if p.is_dir():
-            txts = sorted(p.glob("*.txt"))
-            if len(txts) == 1:
-                return C.require_file(txts[0], WHAT, DOWNLOAD)
-            raise DataError(
-                f"{p}: expected exactly one .txt file in the folder, found {C._fmt_list([t.name for t in txts])}; "
+        return locate_file(
+            self.path,
+            WHAT,
+            DOWNLOAD,
+            pattern="*.txt",
+            ambiguous=(
+                "{folder}: expected exactly one .txt file in the folder, found {found}; "
                 "set data.path to the file"
-            )
-        if not p.exists() and not p.parent.is_dir():
-            C.require_dir(p.parent, WHAT, DOWNLOAD)
-        return C.require_file(p, WHAT, DOWNLOAD)
+            ),
+        )
 
     def source_files(self) -> list[Path]:
         return [self._file()]
@@ -53,8 +54,8 @@ class SequenceTextReader(DatasetReader):
     def read(self) -> RawDataset:
         path = self._file()
         names = ["user", "item"]
-        C.check_field_count(path, self.separator, names, encoding=self.encoding, fmt="SASRec text")
-        df = C.read_csv(
+        check_field_count(path, self.separator, names, encoding=self.encoding, fmt="SASRec text")
+        df = read_csv(
             path,
             separator=self.separator,
             has_header=False,
@@ -70,8 +71,8 @@ class SequenceTextReader(DatasetReader):
         )
         df = df.with_columns(_maybe_int(df.get_column("user")), _maybe_int(df.get_column("item")))
         lines = df.get_column("_line")
-        where = C.Where(path, line_of=lambda row: int(lines[row]))
-        events = C.build_events(df, where, user="user", item="item", drop=("_line",))
+        where = Where(path, line_of=lambda row: int(lines[row]))
+        events = build_events(df, where, user="user", item="item", drop=("_line",))
         return RawDataset(
-            events=C.finish_events(events, path), items=None, source_files=[path], name=path.stem
+            events=finish_events(events, path), items=None, source_files=[path], name=path.stem
         )

@@ -22,8 +22,24 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys_cli.data.formats import canonical as C
 from recsys_cli.data.formats.base import DatasetReader, RawDataset
+from recsys_cli.data.formats.canonical.assemble import (
+    attach_item_category,
+    build_events,
+    build_items,
+    finish_events,
+)
+from recsys_cli.data.formats.canonical.csv_files import read_csv, require_columns
+from recsys_cli.data.formats.canonical.files import locate_file, require_file
+from recsys_cli.data.formats.canonical.messages import Where, one_line, sep_name
+from recsys_cli.data.formats.canonical.options import (
+    INVALID_TIMESTAMPS,
+    TIME_UNITS,
+    check_choice,
+    config_dict,
+    normalize_encoding,
+    normalize_separator,
+)
 from recsys_cli.errors import ConfigError, DataError
 
 EVENT_KEYS = {
@@ -46,7 +62,7 @@ def _mapping(
     value: object, allowed: dict[str, str], key: str, required: tuple[str, ...]
 ) -> dict[str, str]:
     """{canonical name: file column} from a config mapping; ConfigError for unknown keys."""
-    raw = C.config_dict(value, key)
+    raw = config_dict(value, key)
     out: dict[str, str] = {}
     for k, v in raw.items():
         if k not in allowed:
@@ -88,56 +104,53 @@ class TabularReader(DatasetReader):
     ):
         self.path = str(path)
         self.columns = _mapping(columns, EVENT_KEYS, "data.columns", ("user_id", "item_id"))
-        self.timestamp_unit = C.check_choice(
-            str(timestamp_unit), C.TIME_UNITS, "data.reader.timestamp_unit"
+        self.timestamp_unit = check_choice(
+            str(timestamp_unit), TIME_UNITS, "data.reader.timestamp_unit"
         )
-        self.separator = C.normalize_separator(separator)
+        self.separator = normalize_separator(separator)
         self.items_path = None if items_path in (None, "") else str(items_path)
         self.item_columns = _mapping(item_columns, ITEM_KEYS, "data.reader.item_columns", ())
-        self.encoding = C.normalize_encoding(encoding)
+        self.encoding = normalize_encoding(encoding)
         self.timestamp_format = timestamp_format or None
-        self.invalid_timestamps = C.check_choice(
-            invalid_timestamps, C.INVALID_TIMESTAMPS, "data.reader.invalid_timestamps"
+        self.invalid_timestamps = check_choice(
+            invalid_timestamps, INVALID_TIMESTAMPS, "data.reader.invalid_timestamps"
         )
 
     # -- files -----------------------------------------------------------------------------
     def _paths(self) -> tuple[Path, Path | None]:
-        p = Path(self.path)
         what = "an event log (.csv, .tsv, .txt, .csv.gz or .parquet)"
-        if not p.exists() and not p.parent.is_dir():
-            C.require_dir(p.parent, what)
-        C.require_file(p, what, "set data.path to the file")
+        p = locate_file(self.path, what, "set data.path to the file", folder_hint="")
         items = Path(self.items_path) if self.items_path else None
         if items is not None:
-            C.require_file(items, "an items table (.csv or .parquet)", "set data.reader.items_path")
+            require_file(items, "an items table (.csv or .parquet)", "set data.reader.items_path")
         return p, items
 
     def source_files(self) -> list[Path]:
         events, items = self._paths()
         return [events] + ([items] if items else [])
 
-    def _load(self, path: Path, required: list[str], hint: str) -> tuple[pl.DataFrame, C.Where]:
+    def _load(self, path: Path, required: list[str], hint: str) -> tuple[pl.DataFrame, Where]:
         if _is_parquet(path):
             try:
                 df = pl.read_parquet(path)
             except (pl.exceptions.PolarsError, OSError) as exc:
                 raise DataError(
-                    f"{path}: cannot read it as Parquet ({C._one_line(exc)}); is it a Parquet file? "
+                    f"{path}: cannot read it as Parquet ({one_line(exc)}); is it a Parquet file? "
                     "CSV files need a .csv/.tsv/.txt name"
                 ) from None
-            C.require_columns(df.columns, required, path, hint=hint)
+            require_columns(df.columns, required, path, hint=hint)
             if df.height == 0:
                 raise DataError(f"{path} has no rows; expected an event log")
-            return df, C.Where(path, first_line=1, kind="row")
-        df = C.read_csv(
+            return df, Where(path, first_line=1, kind="row")
+        df = read_csv(
             path,
             separator=self.separator,
             required=required,
             encoding=self.encoding,
-            what=f"a CSV file separated by {C.sep_name(self.separator)}",
+            what=f"a CSV file separated by {sep_name(self.separator)}",
             hint=hint,
         )
-        return df, C.Where(path)
+        return df, Where(path)
 
     # -- reading ---------------------------------------------------------------------------
     def read(self) -> RawDataset:
@@ -149,7 +162,7 @@ class TabularReader(DatasetReader):
             "set data.columns.<name> to the file's column names",
         )
         labels = {v: v for v in cols.values()}
-        events = C.build_events(
+        events = build_events(
             df,
             where,
             user=cols["user_id"],
@@ -166,7 +179,7 @@ class TabularReader(DatasetReader):
             drop_key="data.reader.invalid_timestamps",
         )
         items = self._items(items_path) if items_path is not None else None
-        events = C.finish_events(C.attach_item_category(events, items), path)
+        events = finish_events(attach_item_category(events, items), path)
         return RawDataset(
             events=events, items=items, source_files=self.source_files(), name=path.stem
         )
@@ -181,4 +194,4 @@ class TabularReader(DatasetReader):
         )
         title = spec.get("title", "title" if "title" in df.columns else None)
         category = spec.get("category", "category" if "category" in df.columns else None)
-        return C.build_items(df, where, item=item, title=title, category=category)
+        return build_items(df, where, item=item, title=title, category=category)

@@ -12,8 +12,16 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys_cli.data.formats import canonical as C
 from recsys_cli.data.formats.base import DatasetReader, RawDataset
+from recsys_cli.data.formats.canonical.assemble import build_events, finish_events
+from recsys_cli.data.formats.canonical.csv_files import check_field_count, read_csv
+from recsys_cli.data.formats.canonical.files import first_line, locate_file
+from recsys_cli.data.formats.canonical.messages import Where, short
+from recsys_cli.data.formats.canonical.options import (
+    INVALID_TIMESTAMPS,
+    check_choice,
+    normalize_encoding,
+)
 from recsys_cli.errors import DataError
 
 FILE = "UserBehavior.csv"
@@ -30,39 +38,31 @@ class TaobaoReader(DatasetReader):
 
     def __init__(self, path: str, encoding: str = "utf-8", invalid_timestamps: str = "error"):
         self.path = str(path)
-        self.encoding = C.normalize_encoding(encoding)
-        self.invalid_timestamps = C.check_choice(
-            invalid_timestamps, C.INVALID_TIMESTAMPS, "data.reader.invalid_timestamps"
+        self.encoding = normalize_encoding(encoding)
+        self.invalid_timestamps = check_choice(
+            invalid_timestamps, INVALID_TIMESTAMPS, "data.reader.invalid_timestamps"
         )
 
     def _file(self) -> Path:
-        p = Path(self.path)
-        if p.is_dir():
-            if (p / FILE).is_file():
-                return C.require_file(p / FILE, WHAT, DOWNLOAD)
-            csvs = sorted(p.glob("*.csv"))
-            if len(csvs) == 1:
-                return C.require_file(csvs[0], WHAT, DOWNLOAD)
-            return C.require_file(p / FILE, WHAT, DOWNLOAD)
-        if not p.exists() and p.suffix.lower() != ".csv":
-            C.require_dir(p, WHAT, DOWNLOAD)
-        return C.require_file(p, WHAT, DOWNLOAD)
+        return locate_file(
+            self.path, WHAT, DOWNLOAD, names=(FILE,), pattern="*.csv", file_suffixes=(".csv",)
+        )
 
     def source_files(self) -> list[Path]:
         return [self._file()]
 
     def read(self) -> RawDataset:
         path = self._file()
-        head = C.first_line(path, self.encoding)
+        head = first_line(path, self.encoding)
         fields = [f.strip().lower() for f in head.split(",")]
         has_header = fields[0] in ("user_id", "userid", "user")
         if has_header and fields != NAMES:
             raise DataError(
-                f"{path} line 1: unexpected header {C._short(head, 80)}; expected no header or "
+                f"{path} line 1: unexpected header {short(head, 80)}; expected no header or "
                 f"{','.join(NAMES)}; is this the Taobao UserBehavior file?"
             )
         if not has_header:
-            C.check_field_count(path, ",", NAMES, encoding=self.encoding, fmt="Taobao UserBehavior")
+            check_field_count(path, ",", NAMES, encoding=self.encoding, fmt="Taobao UserBehavior")
         dtypes = {
             "user_id": pl.Int64,
             "item_id": pl.Int64,
@@ -70,7 +70,7 @@ class TaobaoReader(DatasetReader):
             "behavior_type": pl.String,
             "timestamp": pl.Int64,
         }
-        df = C.read_csv(
+        df = read_csv(
             path,
             has_header=has_header,
             names=None if has_header else NAMES,
@@ -81,9 +81,9 @@ class TaobaoReader(DatasetReader):
         )
         if has_header:
             df = df.rename(dict(zip(df.columns, NAMES, strict=True)))
-        events = C.build_events(
+        events = build_events(
             df,
-            C.Where(path, first_line=2 if has_header else 1),
+            Where(path, first_line=2 if has_header else 1),
             user="user_id",
             item="item_id",
             timestamp="timestamp",
@@ -95,5 +95,5 @@ class TaobaoReader(DatasetReader):
             drop_key="data.reader.invalid_timestamps",
         )
         return RawDataset(
-            events=C.finish_events(events, path), items=None, source_files=[path], name=self.name
+            events=finish_events(events, path), items=None, source_files=[path], name=self.name
         )

@@ -1,0 +1,158 @@
+"""Canonical assembly: the events and items frames of the reader contract (see ``base.py``).
+
+:func:`build_events` / :func:`build_items` convert the named columns of a frame read from a
+file and keep the rest as context; :func:`finish_events` makes the final dtype checks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import polars as pl
+
+from recsys_cli.data.formats.canonical.columns import check_ids, to_datetime, to_float
+from recsys_cli.data.formats.canonical.messages import Where
+from recsys_cli.errors import DataError
+
+log = logging.getLogger(__name__)
+
+CANONICAL_EVENT_COLUMNS = ("user_id", "item_id", "timestamp", "event_type", "category", "rating")
+CANONICAL_ITEM_COLUMNS = ("item_id", "title", "category")
+
+
+def build_events(
+    df: pl.DataFrame,
+    where: Where,
+    *,
+    user: str,
+    item: str,
+    timestamp: str | None = None,
+    unit: str = "s",
+    event_type: str | None = None,
+    category: str | None = None,
+    rating: str | None = None,
+    integer_ids: bool = False,
+    event_map: Mapping[str, str] | None = None,
+    drop: Sequence[str] = (),
+    labels: Mapping[str, str] | None = None,
+    unit_key: str | None = None,
+    time_format: str | None = None,
+    on_invalid: str = "error",
+    drop_key: str | None = None,
+    allow_empty: bool = False,
+) -> pl.DataFrame:
+    """The canonical events frame from ``df`` whose columns are named by the arguments.
+
+    Other columns (not consumed and not in ``drop``) are kept as context; one whose name
+    clashes with a canonical column gets the suffix ``_raw``.
+    """
+    labels = dict(labels or {})
+
+    def col(name: str) -> str:
+        return labels.get(name, name)
+
+    out: dict[str, pl.Series] = {
+        "user_id": check_ids(df.get_column(user), where, col(user), "user id", integer=integer_ids),
+        "item_id": check_ids(df.get_column(item), where, col(item), "item id", integer=integer_ids),
+    }
+    if timestamp is not None:
+        out["timestamp"] = to_datetime(
+            df.get_column(timestamp),
+            where,
+            col(timestamp),
+            unit,
+            unit_key=unit_key,
+            fmt=time_format,
+            on_invalid=on_invalid,
+            drop_key=drop_key,
+        )
+    if event_type is not None:
+        ev = df.get_column(event_type).cast(pl.String)
+        if event_map:
+            ev = ev.replace(dict(event_map))
+        out["event_type"] = ev
+    if category is not None:
+        out["category"] = df.get_column(category).cast(pl.String)
+    if rating is not None:
+        out["rating"] = to_float(df.get_column(rating), where, col(rating), "rating")
+    used = {user, item, timestamp, event_type, category, rating, *drop}
+    frame = pl.DataFrame([s.rename(name) for name, s in out.items()])
+    extras = []
+    for name in df.columns:
+        if name in used:
+            continue
+        target = f"{name}_raw" if name in CANONICAL_EVENT_COLUMNS else name
+        extras.append(df.get_column(name).rename(target))
+    if extras:
+        frame = frame.hstack(extras)
+    if timestamp is not None and on_invalid == "drop":
+        keep = frame.get_column("timestamp").is_not_null()
+        dropped = frame.height - int(keep.sum())
+        if dropped:
+            log.warning("%s: dropped %d rows with invalid timestamps", where.path, dropped)
+            frame = frame.filter(keep)
+    if frame.height == 0 and not allow_empty:
+        raise DataError(f"{where.path}: no events left to read; check the file contents")
+    return frame
+
+
+def build_items(
+    df: pl.DataFrame,
+    where: Where,
+    *,
+    item: str,
+    title: str | None = None,
+    category: str | None = None,
+    drop: Sequence[str] = (),
+    labels: Mapping[str, str] | None = None,
+    integer_ids: bool = False,
+) -> pl.DataFrame:
+    """The canonical items frame (one row per item id, the first occurrence wins)."""
+    labels = dict(labels or {})
+    cols = [
+        check_ids(
+            df.get_column(item), where, labels.get(item, item), "item id", integer=integer_ids
+        ).rename("item_id")
+    ]
+    if title is not None:
+        cols.append(df.get_column(title).cast(pl.String).rename("title"))
+    if category is not None:
+        cols.append(df.get_column(category).cast(pl.String).rename("category"))
+    used = {item, title, category, *drop}
+    for name in df.columns:
+        if name not in used:
+            target = f"{name}_raw" if name in CANONICAL_ITEM_COLUMNS else name
+            cols.append(df.get_column(name).rename(target))
+    return pl.DataFrame(cols).unique("item_id", keep="first", maintain_order=True)
+
+
+def attach_item_category(events: pl.DataFrame, items: pl.DataFrame | None) -> pl.DataFrame:
+    """Give events the category of their item (from the items table) when they have none."""
+    if items is None or "category" not in items.columns or "category" in events.columns:
+        return events
+    table = items.select("item_id", "category")
+    want = events.schema["item_id"]
+    if table.schema["item_id"] != want:
+        table = table.with_columns(pl.col("item_id").cast(want, strict=False)).drop_nulls("item_id")
+    table = table.unique("item_id", keep="first")
+    joined = events.join(table, on="item_id", how="left", maintain_order="left")
+    return order_events(joined)
+
+
+def order_events(events: pl.DataFrame) -> pl.DataFrame:
+    """Canonical columns first (in the contract's order), then context columns."""
+    first = [c for c in CANONICAL_EVENT_COLUMNS if c in events.columns]
+    return events.select(first + [c for c in events.columns if c not in first])
+
+
+def finish_events(events: pl.DataFrame, path: str | Path) -> pl.DataFrame:
+    """Final dtype checks of a canonical events frame."""
+    if events.height == 0:
+        raise DataError(f"{path}: no events were read; check the file contents")
+    casts = {"event_type": pl.String, "category": pl.String, "rating": pl.Float64}
+    events = events.with_columns(
+        pl.col(c).cast(t) for c, t in casts.items() if c in events.columns and events.schema[c] != t
+    )
+    return order_events(events)
