@@ -145,7 +145,7 @@ def _hydra_app(task, config_name: str, argv: list[str], prog: str) -> None:
 
 def _prepare(argv: list[str]) -> None:
     from recsys_cli.compose import check_resolvable, compose_train
-    from recsys_cli.data.prepare import format_stats
+    from recsys_cli.data.prepare_stats import format_stats
     from recsys_cli.train import build_datamodule
 
     cfg = compose_train(argv)

@@ -29,7 +29,8 @@ from recsys_cli import __version__
 from recsys_cli.compose import group_options
 from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.data.datamodule import SequenceDataModule
-from recsys_cli.data.prepare import PreparedData, repeat_share
+from recsys_cli.data.prepare_stats import repeat_share
+from recsys_cli.data.prepared_data import PreparedData
 from recsys_cli.data.windows import parse_scales
 from recsys_cli.errors import ConfigError, RecsysError
 from recsys_cli.io import atomic_write, load_checkpoint, write_json_atomic, write_text_atomic

@@ -127,7 +127,8 @@ def subset(data, users: np.ndarray):
 
 def run_recsys(path: Path, out: Path, sample_events: int) -> dict:
     from recsys_cli.data.formats import TabularReader
-    from recsys_cli.data.prepare import PreparationConfig, prepare_events
+    from recsys_cli.data.prepare import prepare_events
+    from recsys_cli.data.prepared_data import PreparationConfig
     from recsys_cli.data.window_features import compute_window_features
 
     t0 = time.perf_counter()

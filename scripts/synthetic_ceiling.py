@@ -4,7 +4,7 @@
     python scripts/synthetic_ceiling.py data.reader.num_users=20000  # any data override
     python scripts/synthetic_ceiling.py --grid data.reader.session_focus=0.3,0.9 ...
 
-What each oracle knows: recsys_cli/data/synthetic_oracle.py. With ``--grid``, overrides may list
+What each oracle knows: scripts/synthetic_oracle.py. With ``--grid``, overrides may list
 several comma-separated values; every combination is generated and gets one row saying what
 combining scales can add at most: NDCG@10 of the oracle that infers the session and knows mission
 (day scale) and taste (month / all history), against the better of knowing only one of them.
@@ -17,9 +17,9 @@ import itertools
 
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from synthetic_oracle import evaluate_oracles  # scripts/, next to this file
 
 from recsys_cli.config_paths import CONF_DIR
-from recsys_cli.data.synthetic_oracle import evaluate_oracles
 
 
 def oracles(overrides: list[str]) -> dict:

@@ -51,7 +51,8 @@ from recsys_cli.data.formats import (
     TabularReader,
     TaobaoReader,
 )
-from recsys_cli.data.prepare import PreparationConfig, prepare
+from recsys_cli.data.prepare import prepare
+from recsys_cli.data.prepared_data import PreparationConfig
 from recsys_cli.errors import ConfigError, DataError
 
 COLS = {"user": "visitor", "item": "sku", "timestamp": "ts"}

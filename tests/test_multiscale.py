@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from recsys_cli.compose import compose_train
 from recsys_cli.data.datamodule import CaseBatches
-from recsys_cli.data.prepare import PreparedData
+from recsys_cli.data.prepared_data import PreparedData
 from recsys_cli.data.window_features import compute_window_features
 from recsys_cli.data.windows import history_len, parse_scales
 from recsys_cli.errors import ConfigError

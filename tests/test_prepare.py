@@ -15,17 +15,12 @@ from fixtures_formats import TAOBAO, write_bytes, write_recbole
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys_cli.data import prepare as P
+from recsys_cli.data import prepared_cache
 from recsys_cli.data.formats import RecBoleReader, TaobaoReader
 from recsys_cli.data.formats.base import DatasetReader, RawDataset
-from recsys_cli.data.prepare import (
-    PreparationConfig,
-    describe,
-    format_stats,
-    prepare,
-    prepare_events,
-    repeat_share,
-)
+from recsys_cli.data.prepare import prepare, prepare_events
+from recsys_cli.data.prepare_stats import describe, format_stats, repeat_share
+from recsys_cli.data.prepared_data import PreparationConfig
 from recsys_cli.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -348,9 +343,9 @@ def test_killed_preparation_leftovers_are_ignored_and_cleaned(tmp_path):
     path = write_bytes(tmp_path / "UserBehavior.csv", TAOBAO)
     cache = tmp_path / "cache"
     reader = CountingReader(path)
-    key = P.fingerprint(reader, PreparationConfig())
+    key = prepared_cache.fingerprint(reader, PreparationConfig())
     # what a kill -9 during the save leaves: a temporary folder with a complete-looking meta.json
-    stale = cache / f".taobao-{key}{P._TMP_MARK}abc"
+    stale = cache / f".taobao-{key}{prepared_cache._TMP_MARK}abc"
     stale.mkdir(parents=True)
     (stale / "meta.json").write_text("{}")
     os.utime(stale, (0, 0))

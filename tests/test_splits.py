@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys_cli.data.prepare import PreparedData
+from recsys_cli.data.prepared_data import PreparedData
 from recsys_cli.data.splits import LeaveOneOut, Split, TemporalSplit
 from recsys_cli.errors import ConfigError
 

@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 
 from recsys_cli.data.formats.base import DatasetReader
-from recsys_cli.data.synthetic import SyntheticSource, category_names
+from recsys_cli.data.synthetic import SyntheticSource
+from recsys_cli.data.synthetic_process import category_names
 from recsys_cli.errors import ConfigError
 
 SMALL = dict(num_users=300, num_items=400, num_categories=12, days=60, seed=3)

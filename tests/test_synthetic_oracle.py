@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from recsys_cli.data.synthetic import SyntheticSource
-from recsys_cli.data.synthetic_oracle import ORACLES, evaluate_oracles
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))  # the oracles live next to the script that reports them
+
+from synthetic_oracle import ORACLES, evaluate_oracles  # noqa: E402
 
 SMALL = dict(num_users=400, num_items=400, num_categories=12, days=60, seed=3)
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from recsys_cli.data import window_features as WF
 from recsys_cli.data.datamodule import CaseBatches
-from recsys_cli.data.prepare import PreparedData
+from recsys_cli.data.prepared_data import PreparedData
 from recsys_cli.data.window_features import (
     GAP_SCALE,
     compute_window_features,

@@ -31,7 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from recsys_cli.data.formats.base import DatasetReader
-from recsys_cli.data.prepare import PreparationConfig, PreparedData, prepare
+from recsys_cli.data.prepare import prepare
+from recsys_cli.data.prepared_data import PreparationConfig, PreparedData
 from recsys_cli.data.splits import Split
 from recsys_cli.data.window_features import WindowFeatures, compute_window_features
 from recsys_cli.data.windows import history_len, parse_scales

@@ -1,108 +1,33 @@
 """Preparation: canonical events -> deduplicated, filtered, indexed, time-sorted arrays, cached.
 
-The prepared form is a CSR layout over users: ``offsets[u]:offsets[u+1]`` are user ``u``'s
-events in time order in the flat arrays ``items``, ``times``, ``event_types`` and ``categories``.
-Ids are contiguous and 0 is reserved for padding (items, event types, categories). Batches are
-gathered from these arrays by index arithmetic: no per-prefix copies of sequences exist anywhere.
-
-The cache lives in ``<cache_dir>/<name>-<fingerprint>/`` where the fingerprint covers the input
-files (path, size, mtime), the reader's settings, the preparation settings and the code version.
-It is written to a temporary folder and renamed into place, so an interrupted preparation never
-leaves a folder that a later run would take as valid.
+:func:`prepare_events` is the pipeline (dedup, k-core, id mapping, stable sort, CSR layout) and
+warns about everything it drops; :func:`prepare` takes the result from the cache when it is there,
+else prepares it and caches it. The prepared form and its settings are in
+:mod:`recsys_cli.data.prepared_data`, its statistics in :mod:`recsys_cli.data.prepare_stats`, the
+cache on disk in :mod:`recsys_cli.data.prepared_cache` (bump ``PREPARE_VERSION`` there when the
+preparation logic here changes).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import shutil
-import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from recsys_cli import __version__
 from recsys_cli.data.formats.base import DatasetReader, RawDataset
-from recsys_cli.errors import ConfigError, DataError
+from recsys_cli.data.prepare_stats import describe
+from recsys_cli.data.prepared_cache import (
+    discard_damaged,
+    fingerprint,
+    load_prepared,
+    save_prepared,
+)
+from recsys_cli.data.prepared_data import PreparationConfig, PreparedData
+from recsys_cli.errors import DataError
 
 log = logging.getLogger(__name__)
-
-# Bump when the prepared layout or the preparation logic changes: invalidates every cache.
-PREPARE_VERSION = 3
-
-
-@dataclass
-class PreparationConfig:
-    """How raw events become training data (``data.preparation`` in the config)."""
-
-    dedup: bool = True
-    min_user_events: int = 2
-    min_item_events: int = 1
-    max_events_per_user: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.min_user_events < 2:
-            raise ConfigError(
-                f"data.preparation.min_user_events={self.min_user_events}: a user needs at least 2 "
-                "events (one input, one target); use 2 or more"
-            )
-        if self.min_item_events < 1:
-            raise ConfigError(
-                f"data.preparation.min_item_events={self.min_item_events}: use 1 (no filter) or more"
-            )
-        if self.max_events_per_user is not None and self.max_events_per_user < 2:
-            raise ConfigError(
-                "data.preparation.max_events_per_user must be null (keep all) or at least 2"
-            )
-
-
-@dataclass
-class PreparedData:
-    """Indexed, sorted events in CSR layout plus vocabularies and statistics."""
-
-    offsets: np.ndarray  # [U+1] int64
-    items: np.ndarray  # [E] int64, 1..num_items
-    times: np.ndarray  # [E] int64, unix seconds (or per-user position when has_time is False)
-    event_types: np.ndarray  # [E] int64, 0 = unknown, 1..num_event_types
-    categories: np.ndarray  # [E] int64, 0 = unknown
-    item_vocab: list  # raw item id of item index i+1
-    user_vocab: list  # raw user id of user index u
-    event_type_vocab: list[str]  # name of event type index i+1
-    category_vocab: list[str]  # name of category index i+1
-    has_time: bool
-    item_titles: list[str | None] | None = None
-    stats: dict = field(default_factory=dict)
-    fingerprint: str = ""
-
-    @property
-    def num_users(self) -> int:
-        return len(self.offsets) - 1
-
-    @property
-    def num_items(self) -> int:
-        return len(self.item_vocab)
-
-    @property
-    def num_events(self) -> int:
-        return len(self.items)
-
-    @property
-    def num_event_types(self) -> int:
-        return len(self.event_type_vocab)
-
-    @property
-    def num_categories(self) -> int:
-        return len(self.category_vocab)
-
-    @property
-    def user_of_event(self) -> np.ndarray:
-        """[E] user index of every event."""
-        return np.repeat(np.arange(self.num_users), np.diff(self.offsets))
 
 
 def _codes(column: pl.Series) -> tuple[np.ndarray, pl.Series]:
@@ -384,188 +309,6 @@ def _log_cleaning(name: str, stats: dict, config: PreparationConfig) -> None:
         )
 
 
-def repeat_share(data: PreparedData) -> float:
-    """The share of events whose item the same user already had earlier (repeat consumption).
-
-    About 0 for ratings (an item is rated once), large for shop logs where items are viewed again,
-    carted and bought. ``metrics.filter_seen=auto`` filters seen items only when it is small."""
-    if data.num_events == 0:
-        return 0.0
-    users = np.repeat(np.arange(data.num_users, dtype=np.int64), np.diff(data.offsets))
-    pairs = np.unique(users * (data.num_items + 1) + data.items).size
-    return float(1.0 - pairs / data.num_events)
-
-
-def describe(data: PreparedData) -> dict:
-    """Statistics printed by ``recsys prepare`` and stored with the cache: sizes, sequence-length
-    percentiles, events per event type, the share of repeated (user, item) events, time span and
-    the share of a user's consecutive events with equal timestamps."""
-    lengths = np.diff(data.offsets)
-    starts_of_user = np.zeros(data.num_events, dtype=bool)
-    starts_of_user[data.offsets[:-1][lengths > 0]] = True
-    pairs = data.num_events - int(starts_of_user.sum())  # consecutive pairs inside a user
-    per_type = np.bincount(data.event_types, minlength=data.num_event_types + 1)
-    out = {
-        "users": data.num_users,
-        "items": data.num_items,
-        "events": data.num_events,
-        "has_timestamps": data.has_time,
-        "seq_len_min": int(lengths.min()),
-        "seq_len_p50": float(np.percentile(lengths, 50)),
-        "seq_len_p90": float(np.percentile(lengths, 90)),
-        "seq_len_p99": float(np.percentile(lengths, 99)),
-        "seq_len_max": int(lengths.max()),
-        "event_types": {name: int(per_type[i + 1]) for i, name in enumerate(data.event_type_vocab)},
-        "categories": data.num_categories,
-        "repeat_share": repeat_share(data),
-    }
-    if data.has_time:
-        equal = (np.diff(data.times) == 0) & ~starts_of_user[1:]
-        first, last = int(data.times.min()), int(data.times.max())
-        out["time_first"] = str(np.datetime64(first, "s")) + "Z"
-        out["time_last"] = str(np.datetime64(last, "s")) + "Z"
-        out["time_span_days"] = round((last - first) / 86400, 2)
-        out["equal_timestamp_share"] = float(equal.sum() / max(pairs, 1))
-    return out
-
-
-STAT_LABELS = {
-    "raw_events": "events read",
-    "duplicates_dropped": "duplicate events dropped",
-    "users_dropped": "users dropped (too few events)",
-    "single_event_users": "  of which with a single event",
-    "items_dropped": "items dropped",
-    "catalogue_items_without_events": "item-table items without events",
-    "user_table_users_without_events": "user-table users without events",
-    "users": "users",
-    "items": "items",
-    "events": "events",
-    "event_types": "events per type",
-    "categories": "categories",
-    "repeat_share": "events repeating an item of the user",
-    "seq_len_p50": "sequence length p50",
-    "time_first": "first event",
-    "time_last": "last event",
-    "time_span_days": "time span (days)",
-    "equal_timestamp_share": "equal consecutive timestamps",
-    "cache": "cache",
-}
-
-
-def format_stats(stats: dict) -> str:
-    """The statistics as aligned ``label: value`` lines for a terminal."""
-    rows = []
-    for key, label in STAT_LABELS.items():
-        if key not in stats:
-            continue
-        value = stats[key]
-        if key == "seq_len_p50":
-            label = "sequence length min/p50/p90/p99/max"
-            value = "/".join(
-                f"{stats[k]:g}"
-                for k in ("seq_len_min", "seq_len_p50", "seq_len_p90", "seq_len_p99", "seq_len_max")
-            )
-        elif key == "event_types":
-            value = ", ".join(f"{k} {v:,}" for k, v in value.items()) or "(none)"
-        elif key in ("equal_timestamp_share", "repeat_share"):
-            value = f"{value:.1%}"
-        elif isinstance(value, int) and not isinstance(value, bool):
-            value = f"{value:,}"
-        rows.append((label, str(value)))
-    width = max(len(label) for label, _ in rows)
-    return "\n".join(f"{label.ljust(width)}  {value}" for label, value in rows)
-
-
-def fingerprint(reader: DatasetReader, config: PreparationConfig) -> str:
-    """Cache key: the reader's input files and settings, the preparation config, the code version."""
-    h = hashlib.sha256()
-    h.update(reader.fingerprint().encode())
-    h.update(json.dumps(vars(config), sort_keys=True).encode())
-    h.update(f"{PREPARE_VERSION}|{__version__}".encode())
-    return h.hexdigest()[:16]
-
-
-_ARRAYS = ("offsets", "items", "times", "event_types", "categories")
-_TMP_MARK = ".tmp-"
-# Temporary folders of preparations killed without cleaning up are removed after this long.
-_STALE_TMP_SECONDS = 6 * 3600
-
-
-def save_prepared(data: PreparedData, folder: Path) -> None:
-    """Write ``data`` into ``folder`` atomically: everything goes to a temporary sibling folder,
-    ``meta.json`` last, and the folder is renamed into place only when complete, so an
-    interrupted save leaves nothing that :func:`prepare` would load."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp(folder)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}{_TMP_MARK}", dir=folder.parent))
-    try:
-        np.savez(tmp / "arrays.npz", **{k: getattr(data, k) for k in _ARRAYS})
-        items_table = {"item_id": pl.Series(data.item_vocab)}
-        if data.item_titles is not None:
-            items_table["title"] = pl.Series(data.item_titles, dtype=pl.Utf8)
-        pl.DataFrame(items_table).write_parquet(tmp / "items.parquet")
-        pl.DataFrame({"user_id": pl.Series(data.user_vocab)}).write_parquet(tmp / "users.parquet")
-        meta = {
-            "event_type_vocab": data.event_type_vocab,
-            "category_vocab": data.category_vocab,
-            "has_time": data.has_time,
-            "stats": data.stats,
-            "fingerprint": data.fingerprint,
-            "version": PREPARE_VERSION,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-        if folder.exists():  # a concurrent run finished first: keep its (identical) result
-            shutil.rmtree(tmp)
-            return
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _remove_stale_tmp(folder: Path) -> None:
-    """Remove temporary folders of this cache entry left by preparations that were killed."""
-    now = time.time()
-    for stale in folder.parent.glob(f".{folder.name}{_TMP_MARK}*"):
-        try:
-            if now - stale.stat().st_mtime > _STALE_TMP_SECONDS:
-                shutil.rmtree(stale, ignore_errors=True)
-        except OSError:
-            pass
-
-
-def load_prepared(folder: Path, expected_fingerprint: str | None = None) -> PreparedData:
-    """Read a cache folder written by :func:`save_prepared`; ValueError when it is incomplete,
-    from another version or for another fingerprint."""
-    folder = Path(folder)
-    meta = json.loads((folder / "meta.json").read_text())
-    if meta.get("version") != PREPARE_VERSION:
-        raise ValueError(f"cache version {meta.get('version')}, expected {PREPARE_VERSION}")
-    if expected_fingerprint is not None and meta.get("fingerprint") != expected_fingerprint:
-        raise ValueError(f"fingerprint {meta.get('fingerprint')}, expected {expected_fingerprint}")
-    with np.load(folder / "arrays.npz") as arrays:
-        loaded = {k: arrays[k] for k in _ARRAYS}
-    items = pl.read_parquet(folder / "items.parquet")
-    users = pl.read_parquet(folder / "users.parquet").get_column("user_id").to_list()
-    n = len(loaded["items"])
-    if int(loaded["offsets"][-1]) != n or len(loaded["offsets"]) != len(users) + 1:
-        raise ValueError("arrays and vocabularies disagree")
-    if any(len(loaded[k]) != n for k in ("times", "event_types", "categories")):
-        raise ValueError("event arrays of different lengths")
-    return PreparedData(
-        **loaded,
-        item_vocab=items.get_column("item_id").to_list(),
-        user_vocab=users,
-        event_type_vocab=meta["event_type_vocab"],
-        category_vocab=meta["category_vocab"],
-        has_time=meta["has_time"],
-        item_titles=items.get_column("title").to_list() if "title" in items.columns else None,
-        stats=meta["stats"],
-        fingerprint=meta["fingerprint"],
-    )
-
-
 def prepare(
     reader: DatasetReader, config: PreparationConfig, cache_dir: str | Path | None, name: str
 ) -> PreparedData:
@@ -583,7 +326,7 @@ def prepare(
             data = load_prepared(folder, key)
         except Exception as exc:  # noqa: BLE001 - any damage means: rebuild
             log.warning("Cache %s is unreadable (%s); preparing again", folder, exc)
-            _discard(folder)
+            discard_damaged(folder)
         else:
             log.info("Using prepared data from %s", folder)
             data.stats["cache"] = str(folder)
@@ -613,13 +356,3 @@ def prepare(
     log.info("Prepared data cached in %s", folder)
     data.stats["cache"] = str(folder)
     return data
-
-
-def _discard(folder: Path) -> None:
-    """Move a damaged cache folder aside (atomically) and delete it."""
-    trash = folder.with_name(f".{folder.name}{_TMP_MARK}damaged-{os.getpid()}")
-    try:
-        os.replace(folder, trash)
-    except OSError:
-        return
-    shutil.rmtree(trash, ignore_errors=True)

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from recsys_cli.data.prepare import PreparedData
+from recsys_cli.data.prepared_data import PreparedData
 from recsys_cli.errors import ConfigError
 
 

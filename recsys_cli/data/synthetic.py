@@ -54,7 +54,7 @@ Which scale each piece of structure lives at:
   browsing and item popularity (step 1).
 
 How much each scale helps is measured, not assumed: see the README's results. What each piece of
-structure is worth at most, to oracles that know it: :mod:`recsys_cli.data.synthetic_oracle`.
+structure is worth at most, to oracles that know it: ``scripts/synthetic_oracle.py``.
 
 Timestamps are whole seconds from ``start`` (UTC), so equal timestamps occur inside sessions; rows
 come sorted by (user_id, timestamp) with the generation order kept on ties, and timestamps never
@@ -63,6 +63,9 @@ decrease within a user. :meth:`SyntheticSource.generate` also returns the plante
 
 Generation is vectorised with numpy: the only Python loops run over the position inside a session
 (at most ``max_session_length`` steps) and over the few successors/favourites per item/user.
+The steps themselves, the constants of the process and the item titles are in
+:mod:`recsys_cli.data.synthetic_process`; this module holds the reader, its settings and checks,
+and the planted ground truth.
 """
 
 from __future__ import annotations
@@ -74,57 +77,21 @@ import numpy as np
 import polars as pl
 
 from recsys_cli.data.formats.base import DatasetReader, RawDataset
+from recsys_cli.data.synthetic_process import (
+    DIRECT_BUY_PROB,
+    EVENT_TYPES,
+    GENERATOR_VERSION,
+    assemble,
+    category_names,
+    items_frame,
+    make_catalogue,
+    make_sessions,
+    make_users,
+    place_missions,
+    session_intents,
+    session_items,
+)
 from recsys_cli.errors import ConfigError
-
-EVENT_TYPES = ("view", "cart", "buy")
-# Bump when the generative process changes: it is part of the cache fingerprint, so prepared
-# data cached from an older generator is never taken for the new one.
-GENERATOR_VERSION = 3
-
-# Probabilities of the generative process that are not worth a config key (see the module docstring).
-MISSION_FROM_TASTE = 0.5  # a mission's category comes from the long-term taste (else uniform)
-SESSION_FROM_MISSION = 0.85  # a session's intent is its mission's category ...
-SESSION_FROM_TASTE = 0.1  # ... or a draw from the long-term taste (else uniform)
-SIDE_FROM_MISSION = 0.5  # side browsing: the mission's category (else the long-term taste)
-DIRECT_BUY_PROB = 0.01  # an event that is a buy without an earlier cart
-MAX_INNER_GAP_S = 20 * 60.0  # cap on the gap between consecutive events of one session
-MIN_FAVOURITES, MAX_FAVOURITES = 2, 4
-
-CATEGORY_NOUNS: dict[str, tuple[str, ...]] = {
-    "garden": ("lamp", "hose", "planter", "shovel", "bench"),
-    "kitchen": ("pan", "knife", "kettle", "blender", "mug"),
-    "books": ("novel", "atlas", "cookbook", "memoir", "anthology"),
-    "electronics": ("headphones", "charger", "speaker", "tablet", "camera"),
-    "toys": ("puzzle", "robot", "doll", "blocks", "kite"),
-    "sports": ("racket", "ball", "helmet", "jersey", "dumbbell"),
-    "beauty": ("serum", "lipstick", "cream", "perfume", "palette"),
-    "fashion": ("jacket", "scarf", "sneakers", "dress", "belt"),
-    "music": ("guitar", "vinyl", "ukulele", "drumsticks", "keyboard"),
-    "games": ("boardgame", "controller", "dice", "card game", "console"),
-    "pets": ("leash", "collar", "bowl", "scratcher", "aquarium"),
-    "office": ("stapler", "notebook", "chair", "desk", "pen"),
-    "auto": ("wiper", "tire", "jump starter", "floor mat", "wax"),
-    "health": ("vitamins", "thermometer", "bandage", "massager", "scale"),
-    "baby": ("stroller", "bottle", "onesie", "rattle", "crib"),
-    "tools": ("drill", "hammer", "wrench", "saw", "toolbox"),
-    "grocery": ("coffee", "pasta", "olive oil", "tea", "cereal"),
-    "jewelry": ("ring", "necklace", "bracelet", "earrings", "watch"),
-    "outdoor": ("tent", "backpack", "lantern", "hammock", "compass"),
-    "travel": ("suitcase", "neck pillow", "adapter", "organizer", "passport holder"),
-}
-ADJECTIVES = (
-    "Cozy", "Classic", "Modern", "Compact", "Deluxe", "Vintage", "Smart", "Eco",
-    "Premium", "Handy", "Bright", "Rustic", "Sleek", "Sturdy", "Mini", "Ultra",
-)  # fmt: skip
-
-
-def category_names(num_categories: int) -> list[str]:
-    """Category names: the base names, then ``garden2``, ``kitchen2``, ... when more are needed."""
-    base = list(CATEGORY_NOUNS)
-    return [
-        base[c % len(base)] + ("" if c < len(base) else str(c // len(base) + 1))
-        for c in range(num_categories)
-    ]
 
 
 @dataclass
@@ -255,171 +222,43 @@ class SyntheticSource(DatasetReader):
         return self.generate()[0]
 
     def generate(self) -> tuple[RawDataset, SyntheticTruth]:
-        """The log (as :meth:`read` returns it) and the structure planted in it."""
+        """The log (as :meth:`read` returns it) and the structure planted in it.
+
+        The steps of the module docstring, in the order of their draws from one generator."""
         rng = np.random.default_rng(self.seed)
-        n_items, n_cats, n_succ = self.num_items, self.num_categories, self.successors_per_item
-
-        # --- 1. items: category, popularity inside the category, successors -------------------
-        item_cat = rng.permutation(np.arange(n_items) % n_cats)
-        # `order`: item indices grouped by category, in random order (= popularity rank) inside.
-        perm = rng.permutation(n_items)
-        order = perm[np.argsort(item_cat[perm], kind="stable")]
-        cat_size = np.bincount(item_cat, minlength=n_cats)
-        cat_begin = np.concatenate([[0], np.cumsum(cat_size)[:-1]])
-        sorted_cat = item_cat[order]
-        rank = np.arange(n_items) - cat_begin[sorted_cat]
-        weight = (rank + 1.0) ** -self.zipf_exponent
-        within = np.cumsum(weight)
-        within -= np.concatenate([[0.0], within[cat_begin[1:] - 1]])[sorted_cat]
-        cat_total = within[cat_begin + cat_size - 1]
-        # cat + within-category CDF in (cat, cat + 1]: one searchsorted samples every category.
-        pop_cdf = sorted_cat + within / cat_total[sorted_cat]
-        pop_cdf[cat_begin + cat_size - 1] = np.arange(n_cats) + 1.0
-
-        def popular(cats: np.ndarray) -> np.ndarray:
-            """One popularity draw (0-based item index) from each given category."""
-            u = cats + rng.random(cats.size)
-            return order[np.minimum(np.searchsorted(pop_cdf, u, side="right"), n_items - 1)]
-
-        # series: each category's items form a random cycle (independent of popularity); an
-        # item's successors are the next n_succ items along it (fewer distinct ones only when the
-        # category is too small), never the item itself
-        perm = rng.permutation(n_items)
-        cycle = perm[np.argsort(item_cat[perm], kind="stable")]
-        position = np.empty(n_items, dtype=np.int64)
-        position[cycle] = np.arange(n_items) - cat_begin[item_cat[cycle]]
-        m = cat_size[item_cat]  # size of each item's category
-        offset = 1 + np.arange(n_succ)[None, :] % np.maximum(m - 1, 1)[:, None]
-        successors = cycle[cat_begin[item_cat][:, None] + (position[:, None] + offset) % m[:, None]]
-
-        # --- 2. users: long-term taste and activity -------------------------------------------
-        n_users = self.num_users
-        n_fav_max = min(MAX_FAVOURITES, n_cats)
-        favourites = _distinct(rng, np.full(n_users, n_cats), n_fav_max)
-        n_fav = np.minimum(rng.integers(MIN_FAVOURITES, MAX_FAVOURITES + 1, n_users), n_fav_max)
-        used = np.arange(n_fav_max) < n_fav[:, None]
-        taste = np.where(used, rng.gamma(1.0, size=(n_users, n_fav_max)), 0.0)
-        taste /= taste.sum(axis=1, keepdims=True)
-        taste_cdf = np.cumsum(taste, axis=1)
-
-        def from_taste(users: np.ndarray) -> np.ndarray:
-            """One category drawn from each given user's long-term taste."""
-            u = rng.random(users.size)[:, None]
-            k = np.minimum((taste_cdf[users] < u).sum(axis=1), n_fav[users] - 1)
-            return favourites[users, k]
-
-        activity = rng.lognormal(-0.5 * self.activity_sigma**2, self.activity_sigma, n_users)
-        n_sess = np.maximum(2, rng.poisson(self.sessions_per_user * activity))
-        sess_user = np.repeat(np.arange(n_users), n_sess)
-        n_s = sess_user.size
-
-        # --- 3a. session sizes and the event-type funnel (independent of items) ----------------
-        size = np.minimum(rng.geometric(1.0 / self.session_length, n_s), self.max_session_length)
-        ev_sess = np.repeat(np.arange(n_s), size)  # generated ("chain") events
-        n_chain = ev_sess.size
-        chain_begin = np.concatenate([[0], np.cumsum(size)[:-1]])
-        ev_pos = np.arange(n_chain) - chain_begin[ev_sess]
-        u = rng.random(n_chain)
-        ev_type = np.where(
-            u < self.cart_prob, 1, np.where(u < self.cart_prob + DIRECT_BUY_PROB, 2, 0)
+        n_cats = self.num_categories
+        catalogue = make_catalogue(
+            rng, self.num_items, n_cats, self.successors_per_item, self.zipf_exponent
         )
-        is_cart = ev_type == 1
-        has_cart = np.bincount(ev_sess[is_cart], minlength=n_s) > 0
-        ends_in_buy = has_cart & (rng.random(n_s) < self.buy_prob)
-
-        # --- 3b. times: gaps inside sessions, then sessions placed over `days` -----------------
-        total = size + ends_in_buy
-        out_begin = np.concatenate([[0], np.cumsum(total)[:-1]])
-        n_events = int(total.sum())
-        out_sess = np.repeat(np.arange(n_s), total)
-        gap = np.minimum(rng.exponential(self.gap_minutes * 60.0, n_events), MAX_INNER_GAP_S)
-        gap[out_begin] = 0.0
-        inner = _segment_cumsum(gap, out_begin, out_sess)  # seconds since the session start
-        duration = inner[out_begin + total - 1]
-
-        span = self.days * 86400.0
-        min_gap = self.min_session_gap_hours * 3600.0
-        block = duration + min_gap
-        user_begin = np.concatenate([[0], np.cumsum(n_sess)[:-1]])
-        reserved = _segment_cumsum(block, user_begin, sess_user) - block  # exclusive per user
-        free = np.maximum(span - np.add.reduceat(block, user_begin) + min_gap, 0.0)
-
-        # --- 4. missions: a few sessions close in time about one category ----------------------
-        n_mis = np.maximum(1, rng.poisson(n_sess / self.sessions_per_mission))
-        mis_user = np.repeat(np.arange(n_users), n_mis)
-        mis_begin = np.concatenate([[0], np.cumsum(n_mis)[:-1]])
-        mis_cat = np.where(
-            rng.random(mis_user.size) < MISSION_FROM_TASTE,
-            from_taste(mis_user),
-            rng.integers(0, n_cats, mis_user.size),
+        users = make_users(rng, self.num_users, n_cats, self.sessions_per_user, self.activity_sigma)
+        sessions = make_sessions(
+            rng,
+            users.n_sess,
+            session_length=self.session_length,
+            max_session_length=self.max_session_length,
+            cart_prob=self.cart_prob,
+            buy_prob=self.buy_prob,
+            gap_minutes=self.gap_minutes,
+            days=self.days,
+            min_session_gap_hours=self.min_session_gap_hours,
         )
-        # stratified centres: mission k of n lies in the k-th n-th of the span, so missions are
-        # separate bursts rather than overlapping ones (their categories are drawn independently)
-        rank = np.arange(mis_user.size) - mis_begin[mis_user]
-        centre = (rank + rng.random(mis_user.size)) / n_mis[mis_user]
-        mission = mis_begin[sess_user] + np.floor(rng.random(n_s) * n_mis[sess_user]).astype(np.int64)
-        spread = self.mission_days * 86400.0 / np.maximum(free[sess_user], 1.0)
-        raw = np.abs(centre[mission] + rng.normal(0.0, 1.0, n_s) * spread)
-        raw = np.clip(1.0 - np.abs(1.0 - raw), 0.0, 1.0 - 1e-6)  # reflected into [0, 1)
-        # the k-th session of a user (in row order) takes the k-th earliest position, and its mission
-        by_time = np.lexsort((raw, sess_user))
-        frac, mission = raw[by_time], mission[by_time]
-        sess_start = np.maximum(frac * free[sess_user] + reserved, 0.0)  # no rounding below 0
-
-        # --- 5. session category --------------------------------------------------------------
-        u = rng.random(n_s)
-        sess_cat = np.where(
-            u < SESSION_FROM_MISSION,
-            mis_cat[mission],
-            np.where(
-                u < SESSION_FROM_MISSION + SESSION_FROM_TASTE,
-                from_taste(sess_user),
-                rng.integers(0, n_cats, n_s),
-            ),
+        missions = place_missions(
+            rng, users, sessions, n_cats, self.sessions_per_mission, self.mission_days
         )
+        sess_cat = session_intents(rng, users, sessions, missions, n_cats)
+        item = session_items(
+            rng, catalogue, users, sessions, missions, sess_cat,
+            self.session_focus, self.transition_prob,
+        )  # fmt: skip
+        out_item, out_type, closing_buy = assemble(sessions, item)
 
-        # --- 6. items along each session: successor transitions or popularity draws -----------
-        # an event's category: the session intent (p = session_focus), else side browsing: the
-        # mission's category or a draw from the long-term taste
-        u = rng.random(n_chain)
-        side = np.where(
-            u < self.session_focus + SIDE_FROM_MISSION * (1.0 - self.session_focus),
-            mis_cat[mission][ev_sess],
-            from_taste(sess_user[ev_sess]),
-        )
-        ev_cat = np.where(u < self.session_focus, sess_cat[ev_sess], side)
-        item = popular(ev_cat)
-        follows = (rng.random(n_chain) < self.transition_prob) & (ev_pos > 0)
-        pick = rng.integers(0, n_succ, n_chain)
-        for step in range(1, int(size.max())):
-            idx = chain_begin[size > step] + step
-            idx = idx[follows[idx]]
-            item[idx] = successors[item[idx - 1], pick[idx]]
-
-        # --- 7. assemble: chain events, plus a closing buy of the last carted item -------------
-        out_item = np.empty(n_events, dtype=np.int64)
-        out_type = np.empty(n_events, dtype=np.int64)
-        chain_at = out_begin[ev_sess] + ev_pos
-        out_item[chain_at] = item
-        out_type[chain_at] = ev_type
-        carts = np.flatnonzero(is_cart)
-        last_of_session = np.append(ev_sess[carts][1:] != ev_sess[carts][:-1], carts.size > 0)
-        last_cart = carts[last_of_session[: carts.size]]
-        last_cart = last_cart[ends_in_buy[ev_sess[last_cart]]]
-        buy_at = out_begin[ev_sess[last_cart]] + size[ev_sess[last_cart]]
-        out_item[buy_at] = item[last_cart]
-        out_type[buy_at] = 2
-        closing_buy = np.zeros(n_events, dtype=bool)
-        closing_buy[buy_at] = True
-        popularity = np.zeros(n_items + 1)
-        popularity[order + 1] = weight / cat_total[sorted_cat]
-
-        seconds = np.floor(sess_start[out_sess] + inner).astype(np.int64)
+        out_sess, item_cat = sessions.out_sess, catalogue.item_cat
+        seconds = np.floor(missions.sess_start[out_sess] + sessions.inner).astype(np.int64)
         names = category_names(n_cats)
         name_series = pl.Series("category", names, dtype=pl.Utf8)
         events = pl.DataFrame(
             {
-                "user_id": pl.Series(sess_user[out_sess] + 1, dtype=pl.Int64),
+                "user_id": pl.Series(sessions.sess_user[out_sess] + 1, dtype=pl.Int64),
                 "item_id": pl.Series(out_item + 1, dtype=pl.Int64),
                 "timestamp": pl.Series(self._start_us + seconds * 1_000_000, dtype=pl.Int64)
                 .cast(pl.Datetime("us"))
@@ -428,52 +267,26 @@ class SyntheticSource(DatasetReader):
                 "category": name_series.gather(item_cat[out_item]),
             }
         )
-        items = self._items_frame(rng, item_cat, names)
+        items = items_frame(rng, item_cat, names)
+        n_fav_max = users.favourites.shape[1]
         truth = SyntheticTruth(
-            successors=np.vstack([np.zeros((1, n_succ), np.int64), successors + 1]),
+            successors=np.vstack(
+                [np.zeros((1, self.successors_per_item), np.int64), catalogue.successors + 1]
+            ),
             item_category=np.concatenate([[-1], item_cat]),
             session_id=out_sess,
             session_category=sess_cat,
-            session_mission=mission,
-            mission_category=mis_cat,
-            favourites=np.vstack([np.full((1, n_fav_max), -1), np.where(used, favourites, -1)]),
-            taste=np.vstack([np.zeros((1, n_fav_max)), taste]),
-            popularity=popularity,
+            session_mission=missions.mission,
+            mission_category=missions.mis_cat,
+            favourites=np.vstack(
+                [np.full((1, n_fav_max), -1), np.where(users.used, users.favourites, -1)]
+            ),
+            taste=np.vstack([np.zeros((1, n_fav_max)), users.taste]),
+            popularity=catalogue.popularity,
             closing_buy=closing_buy,
             categories=names,
         )
         return RawDataset(events, items, source_files=[], name=self.name), truth
-
-    def _items_frame(
-        self, rng: np.random.Generator, item_cat: np.ndarray, names: list[str]
-    ) -> pl.DataFrame:
-        """``item_id``, ``title`` ("<Adjective> <category> <noun> <id>") and ``category``."""
-        base = list(CATEGORY_NOUNS)
-        nouns_per_cat = len(CATEGORY_NOUNS[base[0]])
-        nouns = pl.Series([n for b in base for n in CATEGORY_NOUNS[b]], dtype=pl.Utf8)
-        noun_idx = (item_cat % len(base)) * nouns_per_cat + rng.integers(
-            0, nouns_per_cat, item_cat.size
-        )
-        adjective = pl.Series(ADJECTIVES, dtype=pl.Utf8).gather(
-            rng.integers(0, len(ADJECTIVES), item_cat.size)
-        )
-        item_id = pl.Series("item_id", np.arange(1, item_cat.size + 1), dtype=pl.Int64)
-        category = pl.Series("category", names, dtype=pl.Utf8).gather(item_cat)
-        frame = pl.DataFrame(
-            {
-                "item_id": item_id,
-                "adjective": adjective,
-                "noun": nouns.gather(noun_idx),
-                "category": category,
-            }
-        )
-        return frame.select(
-            "item_id",
-            pl.concat_str(
-                ["adjective", "category", "noun", pl.col("item_id").cast(pl.Utf8)], separator=" "
-            ).alias("title"),
-            "category",
-        )
 
 
 def _parse_start(start: str) -> int:
@@ -488,32 +301,3 @@ def _parse_start(start: str) -> int:
         when = when.replace(tzinfo=timezone.utc)
     delta = when - datetime(1970, 1, 1, tzinfo=timezone.utc)
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _segment_cumsum(values: np.ndarray, begin: np.ndarray, segment: np.ndarray) -> np.ndarray:
-    """Inclusive cumulative sum restarting at every segment; ``begin[s]`` is the first row of
-    segment ``s`` and ``segment[i]`` the segment of row ``i`` (segments contiguous, non-empty)."""
-    total = np.cumsum(values)
-    before = total[begin] - values[begin]  # running total before each segment
-    return total - before[segment]
-
-
-def _distinct(rng: np.random.Generator, n: np.ndarray, k: int) -> np.ndarray:
-    """[len(n), k] uniform draws without replacement from ``0..n[r]-1`` for each row r.
-
-    Where ``n[r] < k`` the row holds all ``n[r]`` values, then repeats (drawn with replacement).
-    Loops over the k columns only: draw from the not yet chosen values, then step past the chosen
-    ones in ascending order.
-    """
-    rows = n.size
-    chosen = np.empty((rows, k), dtype=np.int64)
-    for j in range(k):
-        room = np.maximum(n - j, 1)
-        x = np.floor(rng.random(rows) * room).astype(np.int64)
-        if j:
-            for y in np.sort(chosen[:, :j], axis=1).T:
-                x += x >= y
-        # rows that ran out of distinct values: plain draws with replacement
-        x = np.where(j < n, x, np.floor(rng.random(rows) * n).astype(np.int64))
-        chosen[:, j] = x
-    return chosen

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys_cli.data.prepare import PreparedData
+from recsys_cli.data.prepared_data import PreparedData
 from recsys_cli.data.windows import TimeWindowScale
 
 GAP_SCALE = math.log1p(365 * 86400.0)  # = recsys_cli.models.scales._GAP_SCALE

@@ -42,12 +42,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from recsys_cli.data.synthetic import (
+from recsys_cli.data.synthetic import SyntheticSource
+from recsys_cli.data.synthetic_process import (
     MISSION_FROM_TASTE,
     SESSION_FROM_MISSION,
     SESSION_FROM_TASTE,
     SIDE_FROM_MISSION,
-    SyntheticSource,
 )
 
 ORACLES = (

@@ -1,0 +1,129 @@
+"""The cache of prepared data on disk: its key, atomic writing, reading back, and clean-up.
+
+The cache lives in ``<cache_dir>/<name>-<fingerprint>/`` where the fingerprint covers the input
+files (path, size, mtime), the reader's settings, the preparation settings and the code version.
+It is written to a temporary folder and renamed into place, so an interrupted preparation never
+leaves a folder that a later run would take as valid. Temporary folders of killed preparations
+are removed once stale, and a damaged entry is discarded. Whether an entry is read or built (and
+what is logged about it) is decided by :func:`recsys_cli.data.prepare.prepare`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from recsys_cli import __version__
+from recsys_cli.data.formats.base import DatasetReader
+from recsys_cli.data.prepared_data import PreparationConfig, PreparedData
+
+# Bump when the prepared layout or the preparation logic changes: invalidates every cache.
+PREPARE_VERSION = 3
+
+
+def fingerprint(reader: DatasetReader, config: PreparationConfig) -> str:
+    """Cache key: the reader's input files and settings, the preparation config, the code version."""
+    h = hashlib.sha256()
+    h.update(reader.fingerprint().encode())
+    h.update(json.dumps(vars(config), sort_keys=True).encode())
+    h.update(f"{PREPARE_VERSION}|{__version__}".encode())
+    return h.hexdigest()[:16]
+
+
+_ARRAYS = ("offsets", "items", "times", "event_types", "categories")
+_TMP_MARK = ".tmp-"
+# Temporary folders of preparations killed without cleaning up are removed after this long.
+_STALE_TMP_SECONDS = 6 * 3600
+
+
+def save_prepared(data: PreparedData, folder: Path) -> None:
+    """Write ``data`` into ``folder`` atomically: everything goes to a temporary sibling folder,
+    ``meta.json`` last, and the folder is renamed into place only when complete, so an
+    interrupted save leaves nothing that :func:`prepare` would load."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}{_TMP_MARK}", dir=folder.parent))
+    try:
+        np.savez(tmp / "arrays.npz", **{k: getattr(data, k) for k in _ARRAYS})
+        items_table = {"item_id": pl.Series(data.item_vocab)}
+        if data.item_titles is not None:
+            items_table["title"] = pl.Series(data.item_titles, dtype=pl.Utf8)
+        pl.DataFrame(items_table).write_parquet(tmp / "items.parquet")
+        pl.DataFrame({"user_id": pl.Series(data.user_vocab)}).write_parquet(tmp / "users.parquet")
+        meta = {
+            "event_type_vocab": data.event_type_vocab,
+            "category_vocab": data.category_vocab,
+            "has_time": data.has_time,
+            "stats": data.stats,
+            "fingerprint": data.fingerprint,
+            "version": PREPARE_VERSION,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        if folder.exists():  # a concurrent run finished first: keep its (identical) result
+            shutil.rmtree(tmp)
+            return
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _remove_stale_tmp(folder: Path) -> None:
+    """Remove temporary folders of this cache entry left by preparations that were killed."""
+    now = time.time()
+    for stale in folder.parent.glob(f".{folder.name}{_TMP_MARK}*"):
+        try:
+            if now - stale.stat().st_mtime > _STALE_TMP_SECONDS:
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def load_prepared(folder: Path, expected_fingerprint: str | None = None) -> PreparedData:
+    """Read a cache folder written by :func:`save_prepared`; ValueError when it is incomplete,
+    from another version or for another fingerprint."""
+    folder = Path(folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    if meta.get("version") != PREPARE_VERSION:
+        raise ValueError(f"cache version {meta.get('version')}, expected {PREPARE_VERSION}")
+    if expected_fingerprint is not None and meta.get("fingerprint") != expected_fingerprint:
+        raise ValueError(f"fingerprint {meta.get('fingerprint')}, expected {expected_fingerprint}")
+    with np.load(folder / "arrays.npz") as arrays:
+        loaded = {k: arrays[k] for k in _ARRAYS}
+    items = pl.read_parquet(folder / "items.parquet")
+    users = pl.read_parquet(folder / "users.parquet").get_column("user_id").to_list()
+    n = len(loaded["items"])
+    if int(loaded["offsets"][-1]) != n or len(loaded["offsets"]) != len(users) + 1:
+        raise ValueError("arrays and vocabularies disagree")
+    if any(len(loaded[k]) != n for k in ("times", "event_types", "categories")):
+        raise ValueError("event arrays of different lengths")
+    return PreparedData(
+        **loaded,
+        item_vocab=items.get_column("item_id").to_list(),
+        user_vocab=users,
+        event_type_vocab=meta["event_type_vocab"],
+        category_vocab=meta["category_vocab"],
+        has_time=meta["has_time"],
+        item_titles=items.get_column("title").to_list() if "title" in items.columns else None,
+        stats=meta["stats"],
+        fingerprint=meta["fingerprint"],
+    )
+
+
+def discard_damaged(folder: Path) -> None:
+    """Move a damaged cache folder aside (atomically) and delete it."""
+    trash = folder.with_name(f".{folder.name}{_TMP_MARK}damaged-{os.getpid()}")
+    try:
+        os.replace(folder, trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
