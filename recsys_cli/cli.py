@@ -2,7 +2,7 @@
 
 ``recsys train`` is a Hydra application (overrides, ``-m`` sweeps, ``+experiment=NAME``). Before
 Hydra starts a run, the config of every job is composed and checked (:mod:`recsys_cli.compose`,
-:func:`recsys_cli.train.validate_config`), so a typo costs no run directory and no data preparation.
+:func:`recsys_cli.checks.validate_config`), so a typo costs no run directory and no data preparation.
 ``recsys evaluate ckpt=PATH`` and ``recsys prepare`` compose configs without creating a run.
 User errors print one line (``error: ...``) and exit with status 2, never a traceback.
 """
@@ -103,8 +103,8 @@ def _hydra_args(argv: list[str]):
 def check_train_args(argv: list[str]) -> None:
     """Compose and check the config of every job ``recsys train argv`` would run (every value of
     every swept key with ``-m``); raises a one-line RecsysError on the first problem."""
+    from recsys_cli.checks import check_resume, validate_config
     from recsys_cli.compose import check_resolvable, compose_train, sweep_jobs
-    from recsys_cli.train import check_resume, validate_config
 
     args = _hydra_args(argv)
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
@@ -144,9 +144,9 @@ def _hydra_app(task, config_name: str, argv: list[str], prog: str) -> None:
 
 
 def _prepare(argv: list[str]) -> None:
+    from recsys_cli.builders import build_datamodule
     from recsys_cli.compose import check_resolvable, compose_train
     from recsys_cli.data.prepare_stats import format_stats
-    from recsys_cli.train import build_datamodule
 
     cfg = compose_train(argv)
     check_resolvable(cfg)

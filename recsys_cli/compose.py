@@ -31,6 +31,10 @@ def one_line(text: str, limit: int = 400) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
+# config groups that moved, and where to (their options kept their names)
+MOVED_GROUPS = {"loss": "objective/next_item"}
+
+
 def config_groups(conf_dir: Path = CONF_DIR) -> list[str]:
     """Every config group under ``conf_dir`` (``model``, ``model/encoder``, ...), sorted."""
     return sorted(
@@ -79,6 +83,12 @@ def check_group_overrides(parsed: list[Override], conf_dir: Path = CONF_DIR) -> 
         key = override.key_or_group
         if key == "hydra" or key.startswith("hydra/") or override.is_delete():
             continue
+        if key in MOVED_GROUPS and key not in groups:
+            value = override.value() if not override.is_sweep_override() else "..."
+            raise ConfigError(
+                f"{override.input_line}: the '{key}' group is now '{MOVED_GROUPS[key]}' (a term of the "
+                f"training objective); write {MOVED_GROUPS[key]}={value}"
+            )
         if key not in groups:
             dotted_group = key.replace(".", "/")
             if "." in key and dotted_group in groups:

@@ -19,11 +19,13 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from recsys_cli.builders import build, build_datamodule, build_module
+from recsys_cli.checkpoints import load_run_checkpoint
 from recsys_cli.compose import compose_train, config_groups
 from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.errors import ConfigError
-from recsys_cli.io import load_checkpoint, write_json_atomic
-from recsys_cli.train import build, build_datamodule, build_module, format_table
+from recsys_cli.io import write_json_atomic
+from recsys_cli.reporting import format_table
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ def evaluate_device(cfg: DictConfig) -> dict[str, Any]:
 def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_scales: bool = False) -> dict[str, Any]:
     """Evaluate the checkpoint on ``stage`` of its run's split (or of the overridden config);
     prints a table and writes ``<run>/evaluations/<time>-<stage>.json``; returns the report."""
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt = load_run_checkpoint(ckpt_path)  # a checkpoint of an older format is upgraded
     info = ckpt["recsys"]
     cfg = OmegaConf.create(info["config"])
     applied = apply_overrides(cfg, overrides)
@@ -133,14 +135,13 @@ def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_s
     run(module, datamodule=dm, verbose=False)
     results["all scales"] = module.results[stage]
     if ablate_scales:
-        masks = module.model.ablation_masks() if hasattr(module.model, "ablation_masks") else []
+        masks = module.ablation_masks()
         if not masks:
             raise ConfigError("ablate_scales=true: this model has no time-window scales to remove")
         for name, keep in masks:
-            module.keep = keep
-            run(module, datamodule=dm, verbose=False)
+            with module.without_scales(keep):
+                run(module, datamodule=dm, verbose=False)
             results[f"without {name}"] = module.results[stage]
-        module.keep = None
 
     seen = "filtered" if module.filter_seen else "kept"
     print(f"\nCheckpoint: {ckpt_path}\nSplit: {dm.split.description}, stage: {stage}, seen items {seen}")

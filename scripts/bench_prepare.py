@@ -66,7 +66,7 @@ def peak_rss_gb() -> float:
 
 
 def scales():
-    from recsys_cli.data.windows import TimeWindowScale
+    from recsys_cli.contract.scales import TimeWindowScale
 
     return [TimeWindowScale(n, m, s, last) for n, m, s, last in SCALES]
 

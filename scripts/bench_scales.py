@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
+from recsys_cli.builders import build_datamodule, build_module
 from recsys_cli.config_paths import CONF_DIR
-from recsys_cli.train import build_datamodule, build_module
 
 
 def build(overrides: list[str], cache_dir: str):
@@ -37,7 +37,7 @@ def build(overrides: list[str], cache_dir: str):
 
 
 def step(module, optimizer, batch) -> None:
-    loss, _ = module.batch_loss(batch)
+    loss = module.training_loss(batch).loss
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()

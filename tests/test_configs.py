@@ -13,10 +13,12 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from recsys_cli.builders import build, build_datamodule, build_model, build_objective, build_trainer
+from recsys_cli.checks import validate_config
 from recsys_cli.compose import check_resolvable, compose_train, config_groups, group_options
 from recsys_cli.config_paths import CONF_DIR
+from recsys_cli.contract import DataSpec, ScaleSet
 from recsys_cli.evaluate import EVALUATE_KEYS
-from recsys_cli.train import build, build_datamodule, build_trainer, validate_config
 
 ALL_YAML = sorted(CONF_DIR.rglob("*.yaml"))
 # a shared parent of the dataset files (name: ???, no reader), not an option to choose
@@ -111,9 +113,13 @@ def test_option_composes_validates_and_instantiates(override, tmp_path):
 
     dm = build_datamodule(cfg)
     assert dm.max_len == cfg.data.max_len and callable(dm.split_fn)
-    model = build(cfg.model, "model", num_items=50, num_event_types=3)
+    spec = DataSpec(
+        num_items=50, num_users=4, max_len=cfg.data.max_len, scales=ScaleSet.from_config(cfg.scales),
+        event_types=("view", "cart", "buy"), stat_names=tuple(f"s{i}" for i in range(9)),
+    )  # fmt: skip
+    model = build_model(cfg, spec)
     assert isinstance(model, torch.nn.Module) and isinstance(model.requires_training, bool)
-    loss = build(cfg.loss, "loss")
+    loss = build_objective(cfg)
     assert callable(loss)
     optimizer = build(cfg.optimizer, "optimizer")([torch.nn.Parameter(torch.zeros(2))])
     assert isinstance(optimizer, torch.optim.Optimizer)

@@ -17,16 +17,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+from recsys_cli.builders import build_datamodule, build_module
 from recsys_cli.compose import compose_train
+from recsys_cli.contract import DataSpec, ScaleSet
+from recsys_cli.contract.scales import history_len, parse_scales
 from recsys_cli.data.datamodule import CaseBatches
 from recsys_cli.data.prepared_data import PreparedData
-from recsys_cli.data.window_features import compute_window_features
-from recsys_cli.data.windows import history_len, parse_scales
+from recsys_cli.data.window_features import BASE_FEATURES, compute_window_features
 from recsys_cli.errors import ConfigError
 from recsys_cli.models.encoders import RNNEncoder, TransformerEncoder
 from recsys_cli.models.fusion import AttentionFusion, ConcatFusion, GateFusion, WeightedFusion
+from recsys_cli.models.items import IdEmbedding
 from recsys_cli.models.recommender import SequenceRecommender
-from recsys_cli.train import build_datamodule, build_module
 
 NUM_ITEMS, NUM_TYPES, NUM_CATS = 12, 3, 4
 MAX_LEN, DIM = 5, 8
@@ -48,22 +50,32 @@ ENCODERS = {
 }
 
 
+def make_spec(scales: dict = SCALES, num_categories: int = NUM_CATS) -> DataSpec:
+    types = tuple(f"t{k}" for k in range(1, NUM_TYPES + 1))
+    return DataSpec(
+        num_items=NUM_ITEMS,
+        num_users=1,
+        max_len=MAX_LEN,
+        scales=ScaleSet.from_config(scales),
+        event_types=types,
+        categories=tuple(f"c{k}" for k in range(1, num_categories + 1)),
+        stat_names=(*BASE_FEATURES, *(f"type_{t}" for t in types)),
+    )
+
+
 def make_model(
     encoder: str, fusion=GateFusion, scales: dict = SCALES, share_encoder: bool = True, use_categories: bool = True
 ):
     """A tiny model; categories are inputs by default so the leakage tests cover them too."""
     torch.manual_seed(0)
     model = SequenceRecommender(
-        num_items=NUM_ITEMS,
+        spec=make_spec(scales),
         dim=DIM,
-        max_len=MAX_LEN,
         encoder=ENCODERS[encoder],
         fusion=lambda **kw: fusion(dropout=0.0, **kw),
-        scales=scales,
+        item=IdEmbedding,
         share_encoder=share_encoder,
-        num_event_types=NUM_TYPES,
         use_categories=use_categories,
-        num_categories=NUM_CATS,
         dropout=0.0,
     )
     return model.eval()
@@ -94,7 +106,7 @@ def scores_for_target(model, data: PreparedData, target: int) -> torch.Tensor:
         data, np.array([target]), np.array([0]), MAX_LEN, history_len(scales, MAX_LEN), True, features
     )
     with torch.no_grad():
-        return model.score(cases[[0]])[0]
+        return model(cases[[0]]).last_scores()[0]
 
 
 GAPS = st.sampled_from([0, 30, 600, 1799, 1800, 1801, 7200, 86_400, 86_401, 5 * 86_400])
@@ -134,14 +146,12 @@ def test_categories_are_inputs_only_when_asked_for():
     torch.testing.assert_close(scores_for_target(without, a, 3), scores_for_target(without, b, 3))
     with pytest.raises(ConfigError, match=r"model.use_categories=true, but the data has no item categories"):
         SequenceRecommender(
-            num_items=NUM_ITEMS,
+            spec=make_spec(num_categories=0),
             dim=DIM,
-            max_len=MAX_LEN,
             encoder=ENCODERS["gru"],
             fusion=GateFusion,
-            scales=SCALES,
+            item=IdEmbedding,
             use_categories=True,
-            num_categories=0,
         )
 
 
@@ -162,7 +172,7 @@ def test_user_state_at_a_position_ignores_later_positions(encoder):
         H = history_len(scales, MAX_LEN)
         batch = CaseBatches(data, np.array([n - 1]), np.array([0]), MAX_LEN, H, False, features)[[0]]
         with torch.no_grad():
-            z = model(batch)  # [1, L, D]
+            z = model(batch).states  # [1, L, D]
         for i in range(MAX_LEN - 1):
             later = {k: v.clone() for k, v in batch.items()}
             at = H + i + 1  # memory positions after anchor i
@@ -171,7 +181,7 @@ def test_user_state_at_a_position_ignores_later_positions(encoder):
             later["scale_stats"][:, :, i + 1 :] = torch.rand_like(later["scale_stats"][:, :, i + 1 :])
             later["window_start"][:, :, i + 1 :] = H  # wider windows for the later anchors
             with torch.no_grad():
-                z2 = model(later)
+                z2 = model(later).states
             torch.testing.assert_close(z2[:, : i + 1], z[:, : i + 1])
 
 
@@ -190,12 +200,13 @@ def test_every_fusion_trains_and_reports_scale_weights(fusion, tmp_path):
     optimizer = module.configure_optimizers()
     losses = []
     for step, batch in zip(range(4), dm.train_dataloader(), strict=False):
-        loss, _ = module.batch_loss(batch)
+        step_result = module.training_loss(batch)
+        loss = step_result.loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        weights = module.model.scale_weights
+        weights = step_result.output.scale_weights
         assert weights.shape == (4,) and math.isclose(weights.sum().item(), 1.0, rel_tol=1e-4), step
     assert all(math.isfinite(v) for v in losses)
 

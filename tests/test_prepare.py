@@ -201,7 +201,7 @@ def test_describe_statistics():
 
 
 def test_repeat_share_and_auto_seen_filtering():
-    from recsys_cli.train import resolve_filter_seen
+    from recsys_cli.builders import resolve_filter_seen
 
     # user 1 sees item 1 three times and item 2 once; user 2 has item 1 once (not a repeat of user 1's)
     raw = _raw([(1, 1, 0), (1, 2, 1), (1, 1, 2), (1, 1, 3), (2, 1, 0), (2, 3, 1)])
@@ -408,8 +408,8 @@ def _ml100k() -> Path:
 def test_recbole_ml100k_through_the_config(tmp_path):
     from hydra import compose, initialize_config_dir
 
+    from recsys_cli.builders import build_datamodule
     from recsys_cli.config_paths import CONF_DIR
-    from recsys_cli.train import build_datamodule
 
     folder = _ml100k()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

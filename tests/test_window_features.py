@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recsys_cli.contract.scales import TimeWindowScale, history_len
 from recsys_cli.data import window_features as WF
 from recsys_cli.data.datamodule import CaseBatches
 from recsys_cli.data.prepared_data import PreparedData
@@ -19,7 +20,7 @@ from recsys_cli.data.window_features import (
     previous_same_value,
     window_start_indices,
 )
-from recsys_cli.data.windows import TimeWindowScale, history_len, window_masks
+from recsys_cli.data.windows import window_masks
 
 MINUTE, DAY = 60, 86400
 SCALES = [

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recsys_cli.data.windows import history_len, parse_duration, parse_scales, window_masks
+from recsys_cli.contract.scales import history_len, parse_duration, parse_scales
+from recsys_cli.data.windows import window_masks
 from recsys_cli.errors import ConfigError
 
 SCALES = parse_scales(

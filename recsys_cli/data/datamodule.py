@@ -7,8 +7,10 @@ fancy-index per batch; nothing is copied per prefix.
 
 - training case: ``e`` runs over chunk ends of each user's training range, so every training
   event after the first is a target exactly once (dense supervision, targets ``[e - L + 1, e]``);
-- evaluation case: ``e`` is the target's index; the target is ``items[e]``, and the items of
-  ``[s, e)`` are the seen items that ranking may filter.
+- evaluation case: ``e`` is the target's index; the target is ``items[e]`` (the last column of
+  ``targets``), and the items of ``[s, e)`` are the seen items that ranking may filter.
+
+The fields, their shapes and meaning are declared once in :mod:`recsys_cli.contract.batch`.
 
 With time-window scales, every batch also carries, for each scale and each of the ``L`` encoder
 positions (anchors), the window's first member in memory coordinates (``window_start`` [B, S, L];
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytorch_lightning as pl
@@ -30,12 +32,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from recsys_cli.contract.data_spec import DataSpec
+from recsys_cli.contract.scales import ScaleSet
 from recsys_cli.data.formats.base import DatasetReader
 from recsys_cli.data.prepare import prepare
 from recsys_cli.data.prepared_data import PreparationConfig, PreparedData
 from recsys_cli.data.splits import Split
-from recsys_cli.data.window_features import WindowFeatures, compute_window_features
-from recsys_cli.data.windows import history_len, parse_scales
+from recsys_cli.data.window_features import WindowFeatures, compute_window_features, feature_names
 from recsys_cli.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -95,7 +98,10 @@ class CaseBatches(Dataset):
         if self.features is not None:
             batch.update(self._window_fields(idx[:, -self.max_len :], valid[:, -self.max_len :], ends))
         if self.evaluation:
-            batch["target"] = d.items[ends]
+            # only the newest position is supervised: the held-out item
+            targets = np.zeros((len(ends), self.max_len), dtype=np.int64)
+            targets[:, -1] = d.items[ends]
+            batch["targets"] = targets
             lengths = ends - starts
             seen_idx = starts[:, None] + np.arange(lengths.max())[None, :]
             seen_valid = seen_idx < ends[:, None]
@@ -178,9 +184,9 @@ class SequenceDataModule(pl.LightningDataModule):
         train_windows: str = "all",
         num_workers: int = 0,
         cache_dir: str | None = None,
-        scales: Mapping | None = None,
+        scales: ScaleSet | None = None,
         seed: int = 0,
-        **_: object,
+        **_: object,  # dataset keys the reader's config refers to (e.g. data.path)
     ):
         super().__init__()
         if max_len < 2:
@@ -195,9 +201,11 @@ class SequenceDataModule(pl.LightningDataModule):
         self.preparation = PreparationConfig(**preparation)
         self.max_len, self.batch_size, self.eval_batch_size = max_len, batch_size, eval_batch_size
         self.train_windows, self.num_workers, self.cache_dir = train_windows, num_workers, cache_dir
-        # the time-window scales the model reads: their features are computed here, once
-        self.scales = parse_scales(scales["windows"], scales["max_events"]) if scales else []
-        self.history_len, self.seed = history_len(self.scales, max_len), seed
+        # the time-window scales the model reads (parsed once, from ``scales``, by the builder):
+        # their features are computed here, once
+        self.scale_set = scales or ScaleSet()
+        self.scales = list(self.scale_set.windows)
+        self.history_len, self.seed = self.scale_set.history_len(max_len), seed
         self.data: PreparedData | None = None
         self.split: Split | None = None
         self.features: WindowFeatures | None = None
@@ -223,6 +231,21 @@ class SequenceDataModule(pl.LightningDataModule):
     def num_items(self) -> int:
         return self.load().num_items
 
+    def spec(self) -> DataSpec:
+        """What the model, the objective and the reports need to know about the prepared data."""
+        data = self.load()
+        return DataSpec(
+            num_items=data.num_items,
+            num_users=data.num_users,
+            max_len=self.max_len,
+            scales=self.scale_set,
+            event_types=tuple(str(v) for v in data.event_type_vocab),
+            categories=tuple(str(v) for v in data.category_vocab),
+            stat_names=tuple(feature_names(data)),
+            has_time=data.has_time,
+            item_titles=None if data.item_titles is None else tuple(data.item_titles),
+        )
+
     # -- cases ---------------------------------------------------------------------------------
     def train_cases(self) -> CaseBatches:
         data = self.load()
@@ -237,11 +260,13 @@ class SequenceDataModule(pl.LightningDataModule):
         starts = data.offsets[data.user_of_event[targets]] if len(targets) else targets
         return CaseBatches(data, targets, starts, self.max_len, self.history_len, True, self.features)
 
-    def train_events_mask(self) -> np.ndarray:
-        """[E] bool: which events are training events (for count-based baselines)."""
+    def train_events(self) -> tuple[np.ndarray, np.ndarray]:
+        """(items, users): the [E_train] training events of the split, in time order per user
+        (what count-based baselines are fitted on; no validation or test target is among them)."""
         data = self.load()
-        idx = np.arange(data.num_events)
-        return idx < self.split.train_end[data.user_of_event]
+        users = data.user_of_event
+        train = np.arange(data.num_events) < self.split.train_end[users]
+        return data.items[train], users[train]
 
     # -- loaders -------------------------------------------------------------------------------
     def _rank_world(self) -> tuple[int, int]:

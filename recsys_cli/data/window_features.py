@@ -47,10 +47,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys_cli.contract.scales import TimeWindowScale
 from recsys_cli.data.prepared_data import PreparedData
-from recsys_cli.data.windows import TimeWindowScale
 
-GAP_SCALE = math.log1p(365 * 86400.0)  # = recsys_cli.models.scales._GAP_SCALE
+GAP_SCALE = math.log1p(365 * 86400.0)  # gaps are normalised by log1p(1 year)
 BASE_FEATURES = (
     "log_count",
     "distinct_items",

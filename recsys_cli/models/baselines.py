@@ -1,16 +1,19 @@
 """Count-based baselines scored by the same evaluation code as the neural models.
 
 They are fitted from the training events of the split (never validation or test targets) and
-have no gradient training: ``requires_training = False`` tells the entry point to call ``fit``.
+have no gradient training: ``requires_training = False`` tells the entry point to call ``fit``
+with the data module's ``train_events()``. Their output carries scores, not states.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 import torch
 from torch import nn
+
+from recsys_cli.contract.batch import Batch
+from recsys_cli.contract.data_spec import DataSpec
+from recsys_cli.contract.output import ModelOutput
 
 
 class MostPopular(nn.Module):
@@ -19,21 +22,21 @@ class MostPopular(nn.Module):
     requires_training = False
     scale_names: list[str] = []
 
-    def __init__(self, num_items: int, **_: object):
+    def __init__(self, spec: DataSpec):
         super().__init__()
-        self.num_items = num_items
-        self.register_buffer("counts", torch.zeros(num_items + 1, dtype=torch.float64))
+        self.num_items = spec.num_items
+        self.register_buffer("counts", torch.zeros(self.num_items + 1, dtype=torch.float64))
 
     def fit(self, items: np.ndarray, users: np.ndarray) -> None:
         """items, users: [E] training events (item index, user index) in time order per user."""
         counts = np.bincount(items, minlength=self.num_items + 1).astype(np.float64)
         self.counts.copy_(torch.from_numpy(counts))
 
-    def score(self, batch: Mapping[str, torch.Tensor], keep=None) -> torch.Tensor:
+    def forward(self, batch: Batch, keep: torch.Tensor | None = None) -> ModelOutput:
         B = batch["items"].shape[0]
         scores = self.counts.float().expand(B, -1).clone()
         scores[:, 0] = float("-inf")
-        return scores
+        return ModelOutput(scores=scores)
 
 
 class MarkovChain(nn.Module):
@@ -46,13 +49,13 @@ class MarkovChain(nn.Module):
     requires_training = False
     scale_names: list[str] = []
 
-    def __init__(self, num_items: int, popularity_weight: float = 1e-6, **_: object):
+    def __init__(self, spec: DataSpec, popularity_weight: float = 1e-6):
         super().__init__()
-        self.num_items, self.popularity_weight = num_items, popularity_weight
-        self.register_buffer("crow", torch.zeros(num_items + 2, dtype=torch.long))
+        self.num_items, self.popularity_weight = spec.num_items, popularity_weight
+        self.register_buffer("crow", torch.zeros(self.num_items + 2, dtype=torch.long))
         self.register_buffer("col", torch.zeros(0, dtype=torch.long))
         self.register_buffer("val", torch.zeros(0, dtype=torch.float32))
-        self.register_buffer("popularity", torch.zeros(num_items + 1, dtype=torch.float32))
+        self.register_buffer("popularity", torch.zeros(self.num_items + 1, dtype=torch.float32))
 
     def fit(self, items: np.ndarray, users: np.ndarray) -> None:
         same = users[1:] == users[:-1]
@@ -75,7 +78,7 @@ class MarkovChain(nn.Module):
                 setattr(self, key, torch.empty_like(state_dict[prefix + key]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def score(self, batch: Mapping[str, torch.Tensor], keep=None) -> torch.Tensor:
+    def forward(self, batch: Batch, keep: torch.Tensor | None = None) -> ModelOutput:
         last = batch["items"][:, -1]  # [B]
         B = last.shape[0]
         start, end = self.crow[last], self.crow[last + 1]
@@ -88,4 +91,4 @@ class MarkovChain(nn.Module):
         scores = self.popularity_weight * self.popularity.expand(B, -1).clone()
         scores[rows, self.col[idx]] += self.val[idx]
         scores[:, 0] = float("-inf")
-        return scores
+        return ModelOutput(scores=scores)

@@ -25,8 +25,7 @@ import math
 import torch
 from torch import nn
 
-from recsys_cli.data.windows import TimeWindowScale
-from recsys_cli.errors import ConfigError
+from recsys_cli.contract.scales import TimeWindowScale
 
 
 def prefix_sums(x: torch.Tensor) -> torch.Tensor:
@@ -43,11 +42,9 @@ class MultiScalePooling(nn.Module):
         dim: int,
         pooling: str = "attention",
         statistics: bool = False,
-        num_event_types: int = 0,
+        num_stats: int = 0,
     ):
         super().__init__()
-        if pooling not in ("mean", "attention"):
-            raise ConfigError(f"scales.pooling={pooling!r}: valid choices are 'mean', 'attention'")
         self.scales, self.pooling, self.statistics = scales, pooling, statistics
         S = len(scales)
         if pooling == "attention":
@@ -57,8 +54,8 @@ class MultiScalePooling(nn.Module):
             self.key = nn.Linear(dim, dim, bias=False)
             self.value = nn.Linear(dim, dim, bias=False)
         if statistics:
-            # F = 6 base statistics + one share per event type (recsys_cli.data.window_features)
-            self.stats_proj = nn.Parameter(torch.randn(S, 6 + num_event_types, dim) * 0.1)
+            # F = num_stats window statistics (their names: DataSpec.stat_names)
+            self.stats_proj = nn.Parameter(torch.randn(S, num_stats, dim) * 0.1)
         self.norm = nn.LayerNorm(dim)
 
     def forward(

@@ -1,7 +1,8 @@
-"""Training objectives over user states and item embeddings (components, not subclasses).
+"""Next-item objective terms: the user state at every supervised position scores the next item.
 
-Each loss takes user states ``z`` [M, D] at the M supervised positions, their targets [M] (item
-ids 1..N) and the item embedding table [N + 1, D] (row 0 = padding, never a candidate).
+Each term gathers the M supervised positions of the batch (``targets > 0``) and computes its loss
+from the states ``z`` [M, D], their targets [M] (item ids 1..N) and the item table [N + 1, D]
+(row 0 = padding, never a candidate). Chosen by ``objective/next_item=full_ce|sampled_softmax|bce``.
 """
 
 from __future__ import annotations
@@ -9,19 +10,36 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from recsys_cli.contract.batch import Batch
+from recsys_cli.contract.output import ModelOutput
 from recsys_cli.errors import ConfigError
+from recsys_cli.training.objective import ObjectiveTerm
 
 
-class FullSoftmaxCE:
+class NextItemTerm(ObjectiveTerm):
+    """Base of the next-item losses: subclasses implement :meth:`loss`."""
+
+    def __call__(self, output: ModelOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        targets = batch["targets"]  # [B, L]
+        sel = targets > 0
+        return self.loss(output.states[sel], targets[sel], output.item_table), {}
+
+    def loss(self, z: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """z [M, D], targets [M], items [N + 1, D] -> the mean loss over the M positions."""
+        raise NotImplementedError
+
+
+class FullSoftmaxCE(NextItemTerm):
     """Cross-entropy over the whole catalogue (SASRec+ / "full CE"): the default.
 
     Logits are built in chunks of ``chunk_size`` positions so memory stays at chunk x N.
     """
 
-    def __init__(self, chunk_size: int = 4096):
+    def __init__(self, weight: float = 1.0, chunk_size: int = 4096):
+        super().__init__(weight)
         self.chunk_size = chunk_size
 
-    def __call__(self, z: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def loss(self, z: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         candidates = items[1:]  # [N, D]
         total = z.new_zeros(())
         for i in range(0, z.shape[0], self.chunk_size):
@@ -30,20 +48,21 @@ class FullSoftmaxCE:
         return total / max(z.shape[0], 1)
 
 
-class SampledSoftmax:
+class SampledSoftmax(NextItemTerm):
     """Softmax over the target and ``num_negatives`` uniformly sampled items shared by the batch.
 
     Negatives equal to a row's target are masked out (no accidental hits). Uniform sampling needs
     no logQ correction.
     """
 
-    def __init__(self, num_negatives: int = 256, seed: int = 0):
+    def __init__(self, weight: float = 1.0, num_negatives: int = 256, seed: int = 0):
+        super().__init__(weight)
         if num_negatives < 1:
-            raise ConfigError(f"loss.num_negatives={num_negatives}: use at least 1")
+            raise ConfigError(f"objective.next_item.num_negatives={num_negatives}: use at least 1")
         self.num_negatives = num_negatives
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __call__(self, z: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def loss(self, z: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         n = items.shape[0] - 1
         neg = torch.randint(1, n + 1, (self.num_negatives,), generator=self.generator).to(z.device)
         pos_logit = (z * items[targets]).sum(-1, keepdim=True)  # [M, 1]
@@ -53,13 +72,14 @@ class SampledSoftmax:
         return F.cross_entropy(logits, torch.zeros_like(targets))
 
 
-class BCEOneNegative:
+class BCEOneNegative(NextItemTerm):
     """Binary cross-entropy with one uniformly sampled negative per position (original SASRec)."""
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, weight: float = 1.0, seed: int = 0):
+        super().__init__(weight)
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __call__(self, z: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def loss(self, z: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         n = items.shape[0] - 1
         neg = torch.randint(1, n + 1, targets.shape, generator=self.generator).to(z.device)
         pos = (z * items[targets]).sum(-1).float()

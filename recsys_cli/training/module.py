@@ -1,26 +1,42 @@
-"""One LightningModule for every model: dense next-item training, full-ranking evaluation."""
+"""One LightningModule for every model: dense training on the objective, full-ranking evaluation."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from recsys_cli.contract.batch import Batch, eval_targets
+from recsys_cli.contract.output import ModelOutput
 from recsys_cli.training.metrics import RankingMetrics, sync_distributed
+from recsys_cli.training.objective import Objective
 
 # Evaluation metrics are all-reduced by sync_distributed before they are logged (every rank logs
 # the global value), so Lightning's advice to log them with sync_dist=True does not apply.
 warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
-class RecommenderModule(pl.LightningModule):
-    """Trains ``model`` with ``loss`` on every supervised position; evaluates by full ranking.
+@dataclass
+class TrainingStep:
+    """One training batch: the summed objective, each term's value, the number of supervised
+    positions and the model output."""
 
-    ``model`` implements ``forward(batch) -> [B, L, D]`` user states, ``output_embeddings() ->
-    [N + 1, D]`` and ``score(batch, keep) -> [B, N + 1]``; count baselines implement ``score`` only.
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    num_targets: int
+    output: ModelOutput
+
+
+class RecommenderModule(pl.LightningModule):
+    """Trains ``model`` on ``objective`` at every supervised position; evaluates by full ranking.
+
+    ``model(batch, keep=None)`` returns a :class:`ModelOutput` (user states and the item table, or
+    direct scores for count baselines); ``model.scale_names`` names its scales (empty without).
     ``run_info`` (resolved config, vocabularies, code version) is stored in every checkpoint so
     ``recsys evaluate`` needs nothing else.
     """
@@ -28,7 +44,7 @@ class RecommenderModule(pl.LightningModule):
     def __init__(
         self,
         model: nn.Module,
-        loss: Callable | None,
+        objective: Objective | None,
         optimizer: Callable | None,
         ks: Sequence[int],
         num_items: int,
@@ -36,32 +52,34 @@ class RecommenderModule(pl.LightningModule):
         run_info: dict | None = None,
     ):
         super().__init__()
-        self.model, self.loss, self.optimizer_factory = model, loss, optimizer
+        self.model, self.objective, self.optimizer_factory = model, objective, optimizer
         self.ks, self.num_items, self.filter_seen = list(ks), num_items, filter_seen
         self.run_info = run_info or {}
         self.metrics = RankingMetrics(self.ks, num_items)
-        self.keep: torch.Tensor | None = None  # scale ablation mask used at evaluation
         self.results: dict[str, dict[str, float]] = {}
         self.scale_weight_history: list[dict[str, float]] = []
+        self._keep: torch.Tensor | None = None  # scale ablation mask, set by ``without_scales``
         self._weight_sum: torch.Tensor | None = None
         self._weight_steps = 0
 
     # -- training ------------------------------------------------------------------------------
-    def batch_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        """The training loss of a batch over every non-padding target, and the number of targets."""
-        z = self.model(batch)  # [B, L, D]
-        targets = batch["targets"]  # [B, L]
-        sel = targets > 0
-        return self.loss(z[sel], targets[sel], self.model.output_embeddings()), int(sel.sum())
+    def training_loss(self, batch: Batch) -> TrainingStep:
+        """The objective of a batch over every supervised position (``targets > 0``)."""
+        output = self.model(batch)
+        loss, terms = self.objective(output, batch)
+        return TrainingStep(loss, terms, int((batch["targets"] > 0).sum()), output)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, n_targets = self.batch_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n_targets)
-        weights = getattr(self.model, "scale_weights", None)
-        if weights is not None and weights.numel():
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        step = self.training_loss(batch)
+        n = step.num_targets
+        self.log("train/loss", step.loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        for name, value in step.terms.items():
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=n)
+        weights = step.output.scale_weights
+        if weights is not None:
             self._weight_sum = weights if self._weight_sum is None else self._weight_sum + weights
             self._weight_steps += 1
-        return loss
+        return step.loss
 
     def on_train_epoch_end(self) -> None:
         if self._weight_sum is None:
@@ -77,10 +95,24 @@ class RecommenderModule(pl.LightningModule):
         return self.optimizer_factory(self.parameters())
 
     # -- evaluation ----------------------------------------------------------------------------
-    def _eval_step(self, batch: dict[str, torch.Tensor]) -> None:
-        keep = None if self.keep is None else self.keep.to(self.device)
-        scores = self.model.score(batch, keep)  # [B, N + 1]
-        self.metrics.update(scores, batch["target"], batch["seen"] if self.filter_seen else None)
+    @contextmanager
+    def without_scales(self, keep: torch.Tensor) -> Iterator[None]:
+        """Evaluate with the scales where ``keep`` [S] is False removed (ablation), inside the block."""
+        self._keep = keep
+        try:
+            yield
+        finally:
+            self._keep = None
+
+    def ablation_masks(self) -> list[tuple[str, torch.Tensor]]:
+        """(name, keep mask) for every scale of the model removed in turn (empty without scales)."""
+        names = list(self.model.scale_names)
+        return [(name, torch.arange(len(names)) != s) for s, name in enumerate(names)]
+
+    def _eval_step(self, batch: Batch) -> None:
+        keep = None if self._keep is None else self._keep.to(self.device)
+        scores = self.model(batch, keep).last_scores()  # [B, N + 1]
+        self.metrics.update(scores, eval_targets(batch), batch["seen"] if self.filter_seen else None)
 
     def _eval_end(self, stage: str) -> None:
         sync_distributed(self.metrics)

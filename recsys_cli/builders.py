@@ -1,0 +1,145 @@
+"""Build a run's parts from its config: data module, data spec, model, objective, module, trainer.
+
+Each part is built from the ``_target_`` its YAML names (this module knows no particular dataset,
+model or encoder); sizes known only after preparation come from the :class:`DataSpec`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from recsys_cli.contract.data_spec import DataSpec
+from recsys_cli.contract.scales import ScaleSet
+from recsys_cli.data.datamodule import SequenceDataModule
+from recsys_cli.data.prepare_stats import repeat_share
+from recsys_cli.data.prepared_data import PreparedData
+from recsys_cli.errors import ConfigError, RecsysError
+from recsys_cli.training.callbacks import AtomicCheckpointIO
+from recsys_cli.training.module import RecommenderModule
+from recsys_cli.training.objective import Objective
+
+log = logging.getLogger(__name__)
+
+# metrics.filter_seen=auto filters seen items when fewer events than this repeat an item of the user
+AUTO_FILTER_SEEN_MAX_REPEAT_SHARE = 0.05
+
+
+def build(node: DictConfig, where: str, **kwargs: Any) -> Any:
+    """``instantiate(node, **kwargs)`` with user errors as one-line ConfigErrors naming ``where``.
+
+    Keyword values that are not config values (a :class:`DataSpec`, a :class:`ScaleSet`) are passed
+    to the constructor as they are (Hydra would turn a dataclass into a config node). A RecsysError
+    raised by the constructor passes through unchanged; a wrong argument name or type (TypeError)
+    or a setting Lightning rejects (MisconfigurationException, e.g. a GPU accelerator on a machine
+    without one) becomes a ConfigError; anything else is a bug and propagates.
+    """
+    objects = {k: v for k, v in kwargs.items() if isinstance(v, (DataSpec, ScaleSet))}
+    plain = {k: v for k, v in kwargs.items() if k not in objects}
+    try:
+        if not objects:
+            return instantiate(node, **plain)
+        return instantiate(node, _partial_=True, **plain)(**objects)
+    except (InstantiationException, TypeError, MisconfigurationException) as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) else err
+        if isinstance(cause, RecsysError):
+            raise cause from None
+        if isinstance(cause, (TypeError, MisconfigurationException)):
+            target = node.get("_target_") if isinstance(node, DictConfig) else None
+            raise ConfigError(f"{where} ({target}): {cause}; check the keys under {where}") from None
+        raise
+
+
+def build_datamodule(cfg: DictConfig) -> SequenceDataModule:
+    """The data module, with the scales parsed once from ``cfg.scales`` (it computes their features)."""
+    return build(cfg.data, "data", _recursive_=True, scales=ScaleSet.from_config(cfg.scales))
+
+
+def build_model(cfg: DictConfig, spec: DataSpec) -> Any:
+    """The model of ``cfg.model`` for the prepared data described by ``spec``."""
+    return build(cfg.model, "model", spec=spec)
+
+
+def build_objective(cfg: DictConfig) -> Objective:
+    """The objective: every term of ``cfg.objective`` (name -> term config with a ``weight``)."""
+    return Objective({str(name): build(node, f"objective.{name}") for name, node in cfg.objective.items()})
+
+
+def resolve_filter_seen(setting: bool | str, data: PreparedData) -> bool:
+    """``metrics.filter_seen``: true / false as given; ``auto`` filters the items a user already had
+    unless users repeat items (shop logs: viewed again, carted, bought), where filtering would make
+    every repeated target impossible to hit."""
+    if setting != "auto":
+        return bool(setting)
+    share = data.stats.get("repeat_share")  # a preparation statistic, stored with the cache
+    if share is None:  # data built without preparation (e.g. by hand)
+        share = repeat_share(data)
+    filtered = share < AUTO_FILTER_SEEN_MAX_REPEAT_SHARE
+    log.info(
+        "metrics.filter_seen=auto: %.1f%% of events repeat an item of the user, so seen items are %s",
+        100 * share,
+        "filtered from the ranking" if filtered else "kept in the ranking (set metrics.filter_seen=true to filter)",
+    )
+    return filtered
+
+
+def build_module(cfg: DictConfig, dm: SequenceDataModule, run_info: dict) -> RecommenderModule:
+    """The LightningModule of ``cfg`` on the (loaded) data of ``dm``."""
+    data = dm.load()
+    spec = dm.spec()
+    model = build_model(cfg, spec)
+    return RecommenderModule(
+        model=model,
+        objective=build_objective(cfg) if model.requires_training else None,
+        optimizer=build(cfg.optimizer, "optimizer"),
+        ks=cfg.metrics.ks,
+        num_items=spec.num_items,
+        filter_seen=resolve_filter_seen(cfg.metrics.filter_seen, data),
+        run_info=run_info,
+    )
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, with_callbacks: bool = True) -> pl.Trainer:
+    callbacks = [build(c, f"callbacks.{name}") for name, c in cfg.callbacks.items()] if with_callbacks else []
+    loggers = [build(c, f"logger.{name}") for name, c in cfg.logger.items()]
+    return build(
+        cfg.trainer,
+        "trainer",
+        callbacks=callbacks,
+        logger=loggers or False,
+        default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()],
+    )
+
+
+def close_loggers(trainer: pl.Trainer | None, status: str) -> None:
+    """Flush and close every logger, so that the next job of a sweep starts a fresh run (wandb
+    keeps one global run per process otherwise)."""
+    if trainer is None:
+        return
+    for logger in trainer.loggers:
+        try:
+            logger.finalize(status)
+        except Exception as err:  # noqa: BLE001 - a logger that cannot flush must not hide the result
+            log.warning("Could not finalize logger %s: %s", type(logger).__name__, err)
+        finish: Callable | None = getattr(getattr(logger, "_experiment", None), "finish", None)
+        if finish is not None:
+            finish()
+
+
+def best_checkpoint(trainer: pl.Trainer) -> str | None:
+    """The path kept by the monitoring ModelCheckpoint (the first one with a ``monitor``)."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
+            if Path(callback.best_model_path).exists():
+                return callback.best_model_path
+    return None

@@ -1,0 +1,83 @@
+"""What a checkpoint carries for ``recsys evaluate`` and resuming, and reading older formats.
+
+Format 2 (this version): the model contract (item representation ``model.item``, objective terms
+``objective.<term>``, scales parsed once from ``scales``). Format 1 checkpoints (before it) are
+upgraded when read for evaluation: their config gets ``model.item=id`` and ``objective.next_item``
+from ``loss``, loses the copies ``model.scales``, ``model.max_len`` and ``data.scales``, and the
+item embedding weights are renamed; the numbers they give are unchanged. Resuming training from
+a format 1 ``last.ckpt`` is refused with one line (Lightning reads that file itself).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from recsys_cli import __version__
+from recsys_cli.errors import ConfigError
+from recsys_cli.io import load_checkpoint
+
+CHECKPOINT_FORMAT = 2
+_SEQUENCE_MODEL = "recsys_cli.models.recommender.SequenceRecommender"
+
+
+def make_run_info(cfg: DictConfig, item_vocab: list, fingerprint: str) -> dict[str, Any]:
+    """What a checkpoint carries so that ``recsys evaluate`` needs nothing else."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "program": "recsys",
+        "version": __version__,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "item_vocab": [str(v) for v in item_vocab],
+        "num_items": len(item_vocab),
+        "data_fingerprint": fingerprint,
+    }
+
+
+def upgrade_format_1(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A format 1 checkpoint in format 2 (config keys and weight names; the weights' values as stored)."""
+    ckpt = dict(ckpt)
+    info = ckpt["recsys"] = copy.deepcopy(ckpt["recsys"])
+    config = info["config"]
+    model = config.get("model", {})
+    if model.get("_target_") == _SEQUENCE_MODEL:
+        model.pop("scales", None)
+        model.pop("max_len", None)
+        model["item"] = {"_target_": "recsys_cli.models.items.IdEmbedding", "_partial_": True}
+    config.get("data", {}).pop("scales", None)
+    loss = config.pop("loss", None)
+    if loss is not None:
+        config["objective"] = {"next_item": {**loss, "weight": 1.0}}
+    info["format"] = CHECKPOINT_FORMAT
+    ckpt["state_dict"] = {
+        ("model.items.embedding.weight" if key == "model.item_embedding.weight" else key): value
+        for key, value in ckpt["state_dict"].items()
+    }
+    return ckpt
+
+
+def load_run_checkpoint(path: str | Path, key: str = "ckpt", resume: bool = False) -> dict[str, Any]:
+    """Read a recsys checkpoint (weights only) in the current format, upgrading older ones.
+
+    ``resume=True``: the checkpoint is to be resumed by Lightning, which reads the file itself, so
+    an older format is refused (one line saying what to do) instead of upgraded.
+    """
+    ckpt = load_checkpoint(path, key=key)
+    found = ckpt["recsys"].get("format", 1)
+    if not isinstance(found, int) or found > CHECKPOINT_FORMAT:
+        raise ConfigError(
+            f"{key}={path}: checkpoint format {found!r} was written by a newer recsys "
+            f"(this is {__version__}, format {CHECKPOINT_FORMAT}); upgrade recsys to read it"
+        )
+    if found == 1:
+        if resume:
+            raise ConfigError(
+                f"{key}={path}: the checkpoint comes from an older recsys (format 1, before the model "
+                "contract) and cannot be resumed by this version; `recsys evaluate` still reads it. "
+                "Retrain with this version (same command without ckpt_path)"
+            )
+        ckpt = upgrade_format_1(ckpt)
+    return ckpt

@@ -1,0 +1,145 @@
+"""Config checks: what can be checked without data (before a run starts), what needs the prepared
+data (before the model is built), and whether a checkpoint can be resumed by this config.
+
+Every check raises a :class:`~recsys_cli.errors.ConfigError` whose one line names the key.
+"""
+
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from recsys_cli.checkpoints import load_run_checkpoint
+from recsys_cli.compose import group_options
+from recsys_cli.config_paths import CONF_DIR
+from recsys_cli.contract.data_spec import DataSpec
+from recsys_cli.contract.scales import ScaleSet
+from recsys_cli.errors import ConfigError
+from recsys_cli.training.metrics import METRIC_NAMES
+
+# the sections train() builds from (a '~group' override may not remove them)
+REQUIRED_SECTIONS = ("paths", "data", "scales", "model", "objective", "optimizer", "trainer", "callbacks", "logger", "metrics")
+# parts of the run's config that must match a checkpoint it resumes from (the rest may change,
+# e.g. trainer.max_epochs to train longer)
+RESUME_MUST_MATCH = ("model", "scales", "data.name", "data.reader", "data.preparation", "data.split", "data.max_len")
+
+
+def _int_at_least(value: Any, key: str, low: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    try:
+        ok = not isinstance(value, bool) and operator.index(value) >= low
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: use an integer >= {low}")
+
+
+def metric_names(ks: list[int]) -> list[str]:
+    """Every ranking metric a run computes for cut-offs ``ks``, e.g. ``ndcg@10``."""
+    return [f"{name}@{k}" for name in METRIC_NAMES for k in ks]
+
+
+def _check_ranking_metric(key: str, metric: str, ks: list[int]) -> None:
+    """``metric`` must be ``val/<ranking metric>@K`` (what a run may select checkpoints on)."""
+    stage, _, name = str(metric).partition("/")
+    if stage != "val" or name not in metric_names(ks):
+        k = 10 if 10 in ks else ks[0]
+        raise ConfigError(
+            f"{key}={metric!r} is not a computed metric; use <stage>/<metric>@K with stage in "
+            f"val, metric in {'/'.join(METRIC_NAMES)} and K in metrics.ks={ks} (e.g. val/ndcg@{k})"
+        )
+
+
+def logged_metrics(cfg: DictConfig, ks: list[int]) -> list[str]:
+    """Every metric a run of ``cfg`` logs that a callback may monitor: the validation ranking
+    metrics, the training loss and each objective term, and each scale's fusion weight."""
+    names = [f"val/{m}" for m in metric_names(ks)]
+    names += ["train/loss", "train/loss_step", "train/loss_epoch"]
+    names += [f"train/{term}" for term, node in cfg.objective.items() if node.get("weight", 1.0) != 0]
+    names += [f"scale_weight/{name}" for name in ScaleSet.from_config(cfg.scales).names]
+    return names
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Checks that need no data: types and ranges of the main keys, metric names, the checkpoint
+    to resume from. Raises ConfigError (one line naming the key) on the first problem."""
+    for section in REQUIRED_SECTIONS:
+        if section not in cfg.keys():
+            options = ", ".join(group_options(section)) if (CONF_DIR / section).is_dir() else ""
+            hint = f"; choose one of its options ({options})" if options else ""
+            raise ConfigError(f"the config has no '{section}' section (removed with ~{section}?){hint}")
+    for key, low in (("seed", 0), ("data.max_len", 2), ("data.batch_size", 1), ("data.eval_batch_size", 1)):
+        _int_at_least(OmegaConf.select(cfg, key), key, low)
+    _int_at_least(OmegaConf.select(cfg, "trainer.max_epochs"), "trainer.max_epochs", -1, allow_none=True)
+    ks = cfg.metrics.ks
+    if not isinstance(ks, ListConfig) or not ks:
+        raise ConfigError(f"metrics.ks={ks!r}: use a non-empty list of cut-offs, e.g. [10, 20]")
+    for i, k in enumerate(ks):
+        _int_at_least(k, f"metrics.ks[{i}]", 1)
+    ks = [int(k) for k in ks]
+    if cfg.metrics.filter_seen not in (True, False, "auto"):
+        raise ConfigError(f"metrics.filter_seen={cfg.metrics.filter_seen!r}: use true, false or auto")
+    ScaleSet.from_config(cfg.scales)
+    # selecting models on test metrics would leak the test set into the choice: validation only
+    _check_ranking_metric("optimized_metric", cfg.optimized_metric, ks)
+    logged = logged_metrics(cfg, ks)
+    for name, callback in cfg.callbacks.items():
+        monitor = callback.get("monitor") if isinstance(callback, DictConfig) else None
+        if monitor is not None and monitor not in logged:
+            if str(monitor).startswith("val/"):
+                _check_ranking_metric(f"callbacks.{name}.monitor", monitor, ks)
+            others = [m for m in logged if not m.startswith("val/")]
+            raise ConfigError(
+                f"callbacks.{name}.monitor={monitor!r} is not a metric this run logs; use val/<metric>@K "
+                f"(e.g. val/ndcg@{10 if 10 in ks else ks[0]}) or one of {', '.join(others)}"
+            )
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file; give a <run>/checkpoints/last.ckpt")
+
+
+def check_against_data(cfg: DictConfig, spec: DataSpec, dataset: str) -> None:
+    """Config checks that need the prepared data (still before any training)."""
+    too_big = [k for k in cfg.metrics.ks if k > spec.num_items]
+    if too_big:
+        raise ConfigError(
+            f"metrics.ks: K={too_big[0]} is larger than the catalogue ({spec.num_items} items); "
+            f"use K <= {spec.num_items}"
+        )
+    timed = [s.name for s in spec.scales.windows if s.seconds is not None]
+    if timed and not spec.has_time:
+        raise ConfigError(
+            f"scales: {timed} use durations but dataset '{dataset}' has no timestamps; "
+            "use count windows ({last: N}) or null, e.g. scales=last_5_20_all"
+        )
+
+
+def _flat(cfg: DictConfig, key: str) -> dict[str, Any]:
+    """``{dotted key: value}`` for every leaf under ``key`` (resolved)."""
+    node = OmegaConf.select(cfg, key)
+    if not isinstance(node, DictConfig):
+        return {key: OmegaConf.to_container(node, resolve=True) if isinstance(node, ListConfig) else node}
+    out: dict[str, Any] = {}
+    for child in node:
+        out.update(_flat(cfg, f"{key}.{child}"))
+    return out
+
+
+def check_resume(cfg: DictConfig) -> int:
+    """Raise unless ``cfg.ckpt_path`` is a recsys checkpoint of a run with this model and data;
+    returns the number of epochs the checkpoint has finished."""
+    ckpt = load_run_checkpoint(cfg.ckpt_path, key="ckpt_path", resume=True)
+    stored = OmegaConf.create(ckpt["recsys"]["config"])
+    run_config = Path(cfg.ckpt_path).resolve().parent.parent / "config.yaml"
+    for key in RESUME_MUST_MATCH:
+        old, new = _flat(stored, key), _flat(cfg, key)
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) != new.get(name):
+                raise ConfigError(
+                    f"ckpt_path={cfg.ckpt_path}: the checkpoint's run had {name}={old.get(name)!r} but this "
+                    f"config has {new.get(name)!r}; resume with the run's overrides (see {run_config})"
+                )
+    return int(ckpt.get("epoch", -1)) + 1

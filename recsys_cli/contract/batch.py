@@ -1,0 +1,54 @@
+"""The batch schema: one name, one shape and one meaning per field, for training and evaluation.
+
+A batch is a ``dict[str, Tensor]`` (what a DataLoader moves between devices) whose keys are the
+fields below; :class:`Batch` declares them for type checkers and readers. Every case carries a
+memory of ``T = H + L`` events, left-padded with 0, newest last: ``L`` encoder inputs
+(``data.max_len``) preceded by ``H`` older events that only the time-window scales read.
+
+====================  ==============  ==========================================================
+field                 shape           meaning
+====================  ==============  ==========================================================
+``items``             [B, T] int64    item index of each memory event (1..N; 0 = padding)
+``times``             [B, T] int64    its time (unix seconds, or its position without timestamps)
+``event_types``       [B, T] int64    its behaviour type (1..K; 0 = unknown)
+``categories``        [B, T] int64    its category (1..C; 0 = unknown)
+``targets``           [B, L] int64    the item to predict after each encoder position (0 = not
+                                      supervised): every next training event in training; only
+                                      the last column, the held-out item, in evaluation
+``window_start``      [B, S, L] int64 first event of each scale's window at each encoder position,
+                                      in memory coordinates (window = [start, anchor]); scales only
+``scale_stats``       [B, S, L, F]    each window's statistics (float32; names in
+                                      ``DataSpec.stat_names``); scales only
+``seen``              [B, P] int64    evaluation only: the items of the user's whole history before
+                                      the target (ranking may filter them), padded with 0
+====================  ==============  ==========================================================
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from torch import Tensor
+
+EVENT_FIELDS = ("items", "times", "event_types", "categories")
+WINDOW_FIELDS = ("window_start", "scale_stats")
+TRAIN_FIELDS = (*EVENT_FIELDS, "targets")
+EVAL_FIELDS = (*EVENT_FIELDS, "targets", "seen")
+
+
+class Batch(TypedDict, total=False):
+    """The fields of a batch (see the module docstring for shapes and meaning)."""
+
+    items: Tensor
+    times: Tensor
+    event_types: Tensor
+    categories: Tensor
+    targets: Tensor
+    window_start: Tensor
+    scale_stats: Tensor
+    seen: Tensor
+
+
+def eval_targets(batch: Batch) -> Tensor:
+    """[B] the held-out item of each evaluation case (the last column of ``targets``)."""
+    return batch["targets"][:, -1]

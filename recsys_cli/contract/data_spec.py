@@ -1,0 +1,43 @@
+"""What the prepared data tells every builder: sizes, vocabularies, the parsed scales.
+
+:class:`DataSpec` is built once, after preparation (:meth:`SequenceDataModule.spec`), and handed to
+the model, the objective and the reports; nothing downstream reads the data module's fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from recsys_cli.contract.scales import ScaleSet
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Sizes and names of a prepared dataset and the batches built from it.
+
+    Index conventions: items 1..``num_items``, event types 1..K, categories 1..C; 0 is padding or
+    unknown everywhere. ``item_titles[i - 1]`` is the title of item ``i`` (None where unknown).
+    """
+
+    num_items: int
+    num_users: int
+    max_len: int  # L: encoder positions per case
+    scales: ScaleSet  # the time-window scales batches carry features for
+    event_types: tuple[str, ...] = ()  # names of event types 1..K
+    categories: tuple[str, ...] = ()  # names of categories 1..C
+    stat_names: tuple[str, ...] = ()  # the F window statistics, in ``scale_stats`` order
+    has_time: bool = True  # False: times are per-user positions, only count windows apply
+    item_titles: tuple[str | None, ...] | None = None
+
+    @property
+    def num_event_types(self) -> int:
+        return len(self.event_types)
+
+    @property
+    def num_categories(self) -> int:
+        return len(self.categories)
+
+    @property
+    def history_len(self) -> int:
+        """H: events older than the encoder inputs that batches carry for the scales."""
+        return self.scales.history_len(self.max_len)

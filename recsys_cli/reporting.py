@@ -1,0 +1,70 @@
+"""What a run writes and prints: the vocabularies, the metrics table, ``metrics.json``."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars
+
+from recsys_cli.data.prepared_data import PreparedData
+from recsys_cli.errors import RecsysError
+from recsys_cli.io import atomic_write, write_json_atomic
+
+_OBJECTIVE = re.compile(r"^(val|test)/(.+)$")
+
+
+def save_vocab(run_dir: Path, data: PreparedData) -> None:
+    """``vocab/items.parquet`` (index, raw id, title) and ``vocab/users.parquet`` of the run."""
+    vocab_dir = run_dir / "vocab"
+
+    def write(name: str, frame: polars.DataFrame) -> None:
+        atomic_write(vocab_dir / f"{name}.parquet", lambda tmp: frame.write_parquet(tmp))
+
+    items = {"index": np.arange(1, data.num_items + 1), "item_id": [str(v) for v in data.item_vocab]}
+    if data.item_titles is not None:
+        items["title"] = data.item_titles
+    write("items", polars.DataFrame(items))
+    write("users", polars.DataFrame({"index": np.arange(data.num_users), "user_id": [str(v) for v in data.user_vocab]}))
+
+
+def format_table(results: dict[str, dict[str, float]], width: int = 8) -> str:
+    """Metrics as a text table: one row per metric, one column per result set (e.g. val, test)."""
+    columns = [c for c in results if results[c]]
+    names = list(dict.fromkeys(n for c in columns for n in results[c]))
+    if not names:
+        return "(no metrics)"
+    first = max([len(n) for n in names] + [6])
+    width = max([width] + [len(c) for c in columns])
+    lines = [f"{'metric':<{first}}  " + "  ".join(f"{c:>{width}}" for c in columns)]
+    for name in names:
+        lines.append(f"{name:<{first}}  " + "  ".join(f"{results[c].get(name, math.nan):{width}.4f}" for c in columns))
+    return "\n".join(lines)
+
+
+def objective(report: dict[str, Any], metric: str) -> float:
+    """The value of ``metric`` (``<stage>/<name>``, e.g. ``val/ndcg@10``) in a train report."""
+    match = _OBJECTIVE.match(str(metric))
+    value = report.get(match.group(1), {}).get(match.group(2)) if match else None
+    if value is None:
+        raise RecsysError(f"optimized_metric={metric!r} was not computed; use e.g. val/ndcg@10")
+    return float(value)
+
+
+def write_run_report(run_dir: Path, report: dict[str, Any]) -> None:
+    """Write ``metrics.json`` (and ``scale_weights.json``) and print the run's summary."""
+    weights = report["scale_weights"]
+    write_json_atomic(run_dir / "metrics.json", report)
+    if weights:
+        write_json_atomic(run_dir / "scale_weights.json", weights)
+    seen = "filtered from" if report["filter_seen"] else "kept in"
+    print(f"\nRun directory: {run_dir}\nSeen items {seen} the ranking (metrics.filter_seen)")
+    print(format_table({"val": report["val"], "test": report["test"]}))
+    if weights:
+        last = {k: round(v, 3) for k, v in weights[-1].items() if k != "epoch"}
+        print(f"Scale weights (last epoch): {last}")
+    if report["best_checkpoint"]:
+        print(f"Evaluate again with: recsys evaluate ckpt={report['best_checkpoint']}")

@@ -1,0 +1,59 @@
+"""The training objective: a weighted sum of named terms chosen in config.
+
+``objective`` in the config maps a term name to the term (``objective/next_item=full_ce`` chooses the
+next-item term; later terms add themselves the same way, each with a ``weight``). Every term is
+called as ``term(output, batch) -> (value, logs)``: it reads the :class:`ModelOutput` and the batch
+and returns a scalar and optional extra values to log; the module adds ``weight * value`` over the
+terms, logs each value as ``train/<term>`` and each extra value as ``train/<key>``. A term whose
+weight is 0 is not computed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+import torch
+
+from recsys_cli.contract.batch import Batch
+from recsys_cli.contract.output import ModelOutput
+from recsys_cli.errors import ConfigError
+
+
+class ObjectiveTerm(ABC):
+    """One term of the objective; ``weight`` is its factor in the sum."""
+
+    def __init__(self, weight: float = 1.0):
+        self.weight = float(weight)
+
+    @abstractmethod
+    def __call__(self, output: ModelOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The term's value (a scalar tensor) and extra values to log (may be empty)."""
+
+
+class Objective:
+    """``objective(output, batch) -> (total, {name: value, extra key: value})``."""
+
+    def __init__(self, terms: Mapping[str, ObjectiveTerm]):
+        self.terms = {name: term for name, term in terms.items() if term.weight != 0}
+        if not self.terms:
+            raise ConfigError(
+                "objective: every term has weight 0, so there is nothing to train; "
+                "give a term a weight, e.g. objective.next_item.weight=1.0"
+            )
+
+    def __call__(self, output: ModelOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total: torch.Tensor | None = None
+        logs: dict[str, torch.Tensor] = {}
+        for name, term in self.terms.items():
+            value, extra = term(output, batch)
+            logs[name] = value.detach()
+            logs.update({key: v.detach() if isinstance(v, torch.Tensor) else v for key, v in extra.items()})
+            weighted = value if term.weight == 1.0 else term.weight * value
+            total = weighted if total is None else total + weighted
+        assert total is not None  # at least one term (checked at construction)
+        return total, logs
+
+    def log_names(self) -> list[str]:
+        """The names logged under ``train/`` by the terms (each term's value)."""
+        return list(self.terms)
