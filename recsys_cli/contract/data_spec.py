@@ -6,17 +6,23 @@ the model, the objective and the reports; nothing downstream reads the data modu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from recsys_cli.contract.scales import ScaleSet
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DataSpec:
     """Sizes and names of a prepared dataset and the batches built from it.
 
     Index conventions: items 1..``num_items``, event types 1..K, categories 1..C; 0 is padding or
-    unknown everywhere. ``item_titles[i - 1]`` is the title of item ``i`` (None where unknown).
+    unknown everywhere. ``item_titles[i - 1]`` is the title of item ``i`` (None where unknown);
+    ``item_fields[name][i - 1]`` its text field ``name`` (``title``, ``category``, ``year``,
+    ``genres``, ``brand``, ``description``: what the reader provides). ``item_train_counts[i]`` is
+    the number of training events of item ``i`` in the split (0: a cold item; index 0 unused).
     """
 
     num_items: int
@@ -28,6 +34,8 @@ class DataSpec:
     stat_names: tuple[str, ...] = ()  # the F window statistics, in ``scale_stats`` order
     has_time: bool = True  # False: times are per-user positions, only count windows apply
     item_titles: tuple[str | None, ...] | None = None
+    item_fields: Mapping[str, tuple[str | None, ...]] = field(default_factory=dict)
+    item_train_counts: np.ndarray | None = None  # [N + 1] int64
 
     @property
     def num_event_types(self) -> int:

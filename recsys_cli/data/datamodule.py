@@ -244,6 +244,8 @@ class SequenceDataModule(pl.LightningDataModule):
             stat_names=tuple(feature_names(data)),
             has_time=data.has_time,
             item_titles=None if data.item_titles is None else tuple(data.item_titles),
+            item_fields={name: tuple(values) for name, values in data.item_fields.items()},
+            item_train_counts=np.bincount(self.train_events()[0], minlength=data.num_items + 1),
         )
 
     # -- cases ---------------------------------------------------------------------------------

@@ -60,6 +60,9 @@ class PreparedData:
     category_vocab: list[str]  # name of category index i+1
     has_time: bool
     item_titles: list[str | None] | None = None
+    # the items' text fields by name (title, category, year, genres, brand, description...): each
+    # a list over item indices 1..N (position i - 1), None where an item has no value
+    item_fields: dict[str, list[str | None]] = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
     fingerprint: str = ""
 
