@@ -278,10 +278,45 @@ RECBOLE_ITEM = (
 )
 
 
-def write_recbole(folder: Path, name: str = "toy") -> Path:
-    write_bytes(folder / f"{name}.inter", RECBOLE_INTER)
-    write_bytes(folder / f"{name}.item", RECBOLE_ITEM)
+def write_recbole(
+    folder: Path, name: str = "toy", inter: str = RECBOLE_INTER, item: str = RECBOLE_ITEM
+) -> Path:
+    write_bytes(folder / f"{name}.inter", inter)
+    write_bytes(folder / f"{name}.item", item)
     return folder
 
 
 SASREC_TEXT = "1 1\n1 2\n1 3\n2 2\n2 1\n1 4\n"
+
+
+# -- item text fields (tests/test_item_fields.py) ------------------------------------------------
+
+RECBOLE_SHOP_INTER = (
+    "user_id:token\titem_id:token\ttimestamp:float\n"
+    "u1\ta\t1700000000\nu1\tb\t1700000100\nu2\ta\t1700000200\nu2\tc\t1700000300\n"
+)
+RECBOLE_SHOP_ITEM = (  # write_recbole(folder, "shop", RECBOLE_SHOP_INTER, RECBOLE_SHOP_ITEM)
+    # item c has no row; item b has no brand, description or categories
+    "item_id:token\ttitle:token_seq\tbrand:token\tdescription:token_seq\tcategories:token_seq\n"
+    "a\tBlue Mug\tAcme\tA big blue mug.\tKitchen Mugs\n"
+    "b\tRed Pen\t\t\t\n"
+)
+
+
+ML_TITLES_RATINGS = (
+    "userId,movieId,rating,timestamp\n"
+    "1,1,4.0,1112486027\n1,2,3.0,1112486028\n1,3,5.0,1112486029\n2,1,2.0,1112486030\n"
+    "2,2,1.0,1112486031\n"
+)
+ML_TITLES_MOVIES = (  # no year, a year, a range of years (no year either)
+    "movieId,title,genres\n"
+    "1,Babylon 5,Sci-Fi\n"
+    "2,Cosmos (1980) ,Documentary\n"
+    '3,"Office, The (2005-2013)",Comedy\n'
+)
+
+
+def write_ml_titles(folder: Path) -> Path:
+    write_bytes(folder / "ratings.csv", ML_TITLES_RATINGS)
+    write_bytes(folder / "movies.csv", ML_TITLES_MOVIES)
+    return folder

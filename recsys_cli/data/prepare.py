@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from recsys_cli.data.formats.base import DatasetReader, RawDataset
+from recsys_cli.data.formats.canonical import assemble as canon
 from recsys_cli.data.prepare_stats import describe
 from recsys_cli.data.prepared_cache import (
     discard_damaged,
@@ -131,7 +132,9 @@ def prepare_events(raw: RawDataset, config: PreparationConfig) -> PreparedData:
     event types and categories (sorted raw values -> 1..V); a stable sort by (user, time) that
     keeps the file order on equal timestamps; duplicates (same user, item, time and event type;
     without timestamps same user, item and type) dropped keeping the first; the k-core filter;
-    at most ``max_events_per_user`` newest events per user; codes renumbered to what remains.
+    at most ``max_events_per_user`` newest events per user; codes renumbered to what remains;
+    the items' titles and text fields aligned with the item vocabulary (:func:`_item_text`; the
+    category, when the items table has none, is each item's most frequent event category).
     """
     events = raw.events
     if events.height == 0:
@@ -228,27 +231,12 @@ def prepare_events(raw: RawDataset, config: PreparationConfig) -> PreparedData:
     else:
         times = np.arange(len(user_codes), dtype=np.int64) - np.repeat(offsets[:-1], counts)
 
-    titles = None
-    if raw.items is not None and "item_id" in raw.items.columns:
-        table = raw.items.unique("item_id", keep="first", maintain_order=True)
-        kept_items = pl.DataFrame({"item_id": item_vocab}).cast(
-            {"item_id": table.schema["item_id"]}, strict=False
-        )
-        stats["catalogue_items"] = table.height
-        stats["catalogue_items_without_events"] = (
-            table.height - table.join(kept_items, on="item_id", how="semi").height
-        )
-        if "title" in table.columns:
-            titles = (
-                kept_items.join(
-                    table.select("item_id", pl.col("title").cast(pl.Utf8)),
-                    on="item_id",
-                    how="left",
-                    maintain_order="left",
-                )
-                .get_column("title")
-                .to_list()
-            )
+    titles, fields = _item_text(raw.items, item_vocab, stats)
+    if "category" not in fields and len(cat_vocab):
+        best = _main_category(item_codes, cat_codes, len(item_vocab))
+        names = [None, *(str(v) for v in cat_vocab.to_list())]
+        fields["category"] = [names[c] for c in best[1:].tolist()]
+    fields = {name: fields[name] for name in canon.ITEM_TEXT_COLUMNS if name in fields}
     users_table = getattr(raw, "users", None)
     if users_table is not None and "user_id" in users_table.columns:
         kept_users = pl.DataFrame({"user_id": user_vocab}).cast(
@@ -272,10 +260,64 @@ def prepare_events(raw: RawDataset, config: PreparationConfig) -> PreparedData:
         category_vocab=[str(v) for v in cat_vocab.to_list()],
         has_time=has_time,
         item_titles=titles,
+        item_fields=fields,
     )
     prepared.stats = {**stats, **describe(prepared)}
     _log_cleaning(raw.name, prepared.stats, config)
     return prepared
+
+
+def _item_text(items: pl.DataFrame | None, item_vocab: pl.Series, stats: dict) -> tuple:
+    """The items table's titles as they are (``item_titles``) and its text fields (trimmed, None
+    where empty; a field without any value is left out), both over the item vocabulary. A title
+    ending with its item's year in parentheses loses it in the fields (the year is a field)."""
+    if items is None or "item_id" not in items.columns:
+        return None, {}
+    table = items.unique("item_id", keep="first", maintain_order=True)
+    kept_items = pl.DataFrame({"item_id": item_vocab}).cast(
+        {"item_id": table.schema["item_id"]}, strict=False
+    )
+    stats["catalogue_items"] = table.height
+    stats["catalogue_items_without_events"] = (
+        table.height - table.join(kept_items, on="item_id", how="semi").height
+    )
+    text = [c for c in canon.ITEM_TEXT_COLUMNS if c in table.columns]
+    aligned = kept_items.join(
+        table.select("item_id", *(pl.col(c).cast(pl.Utf8) for c in text)),
+        on="item_id",
+        how="left",
+        maintain_order="left",
+    )
+    titles = aligned.get_column("title").to_list() if "title" in text else None
+    if "title" in text and "year" in text:
+        title = pl.col("title")
+        own_year = (canon.title_year(title) == pl.col("year")).fill_null(False)
+        without = title.str.replace(canon.TITLE_YEAR, "").str.strip_chars_end()
+        aligned = aligned.with_columns(pl.when(own_year).then(without).otherwise(title))
+    values = aligned.select(canon.text_or_null(pl.col(c)).alias(c) for c in text)
+    return titles, {c: values[c].to_list() for c in text if values[c].null_count() < len(values)}
+
+
+def _main_category(items: np.ndarray, cats: np.ndarray, num_items: int) -> np.ndarray:
+    """[N + 1] each item's most frequent event category (ties: the smallest index), 0 for none.
+
+    An item whose events share one category (the common case) gets it from their mean, in O(E);
+    only the events of the other items are counted by (item, category)."""
+    known = cats > 0
+    items, cats = items[known], cats[known]
+    n = np.bincount(items, minlength=num_items + 1)
+    mean = np.bincount(items, weights=cats, minlength=num_items + 1) / np.maximum(n, 1)
+    best = np.rint(mean).astype(np.int64)  # exact where the categories are all equal
+    sel = np.isin(items, items[cats != mean[items]])  # the events of items of mixed categories
+    if sel.any():
+        width = int(cats.max()) + 1
+        pairs, counts = np.unique(items[sel] * width + cats[sel], return_counts=True)
+        item_of, cat_of = np.divmod(pairs, width)
+        order = np.lexsort((cat_of, -counts, item_of))
+        item_of, cat_of = item_of[order], cat_of[order]
+        head = np.r_[True, item_of[1:] != item_of[:-1]]
+        best[item_of[head]] = cat_of[head]
+    return best
 
 
 def _log_cleaning(name: str, stats: dict, config: PreparationConfig) -> None:

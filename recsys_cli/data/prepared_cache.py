@@ -6,6 +6,10 @@ It is written to a temporary folder and renamed into place, so an interrupted pr
 leaves a folder that a later run would take as valid. Temporary folders of killed preparations
 are removed once stale, and a damaged entry is discarded. Whether an entry is read or built (and
 what is logged about it) is decided by :func:`recsys_cli.data.prepare.prepare`.
+
+A folder holds ``arrays.npz`` (the CSR arrays), ``items.parquet`` (raw item ids and titles),
+``item_fields.parquet`` (one text column per item field, rows in item index order; only when
+there are fields), ``users.parquet`` and ``meta.json`` (vocabularies, the field names, stats).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from recsys_cli.data.formats.base import DatasetReader
 from recsys_cli.data.prepared_data import PreparationConfig, PreparedData
 
 # Bump when the prepared layout or the preparation logic changes: invalidates every cache.
-PREPARE_VERSION = 3
+# 4: the items' text fields (item_fields.parquet).
+PREPARE_VERSION = 4
 
 
 def fingerprint(reader: DatasetReader, config: PreparationConfig) -> str:
@@ -58,10 +63,14 @@ def save_prepared(data: PreparedData, folder: Path) -> None:
         if data.item_titles is not None:
             items_table["title"] = pl.Series(data.item_titles, dtype=pl.Utf8)
         pl.DataFrame(items_table).write_parquet(tmp / "items.parquet")
+        if data.item_fields:
+            fields = {k: pl.Series(k, v, dtype=pl.Utf8) for k, v in data.item_fields.items()}
+            pl.DataFrame(fields).write_parquet(tmp / "item_fields.parquet")
         pl.DataFrame({"user_id": pl.Series(data.user_vocab)}).write_parquet(tmp / "users.parquet")
         meta = {
             "event_type_vocab": data.event_type_vocab,
             "category_vocab": data.category_vocab,
+            "item_fields": list(data.item_fields),
             "has_time": data.has_time,
             "stats": data.stats,
             "fingerprint": data.fingerprint,
@@ -106,6 +115,12 @@ def load_prepared(folder: Path, expected_fingerprint: str | None = None) -> Prep
         raise ValueError("arrays and vocabularies disagree")
     if any(len(loaded[k]) != n for k in ("times", "event_types", "categories")):
         raise ValueError("event arrays of different lengths")
+    fields: dict[str, list[str | None]] = {}
+    if meta["item_fields"]:
+        table = pl.read_parquet(folder / "item_fields.parquet")
+        fields = {k: table.get_column(k).to_list() for k in meta["item_fields"]}
+        if table.height != items.height:
+            raise ValueError("item fields and the item vocabulary disagree")
     return PreparedData(
         **loaded,
         item_vocab=items.get_column("item_id").to_list(),
@@ -114,6 +129,7 @@ def load_prepared(folder: Path, expected_fingerprint: str | None = None) -> Prep
         category_vocab=meta["category_vocab"],
         has_time=meta["has_time"],
         item_titles=items.get_column("title").to_list() if "title" in items.columns else None,
+        item_fields=fields,
         stats=meta["stats"],
         fingerprint=meta["fingerprint"],
     )

@@ -12,7 +12,8 @@ Generative process (all randomness from one ``numpy.random.default_rng(seed)``):
    Each category's items also form a random cycle, a series (independent of popularity); an item's
    ``successors_per_item`` successors are the next items along it (fewer distinct ones only when
    the category is too small). Titles are ``"<Adjective> <category> <noun> <id>"`` with nouns
-   from a per-category word list, so item text carries the category.
+   from a per-category word list, so item text carries the category. The items table (``title``,
+   ``category``) gives the prepared data's ``item_fields``.
 2. Users. Long-term taste: 2-4 distinct favourite categories with Dirichlet(1) weights, fixed for the
    whole span. Activity: a mean-one lognormal multiplier (``activity_sigma``); the number of sessions
    is ``max(2, Poisson(sessions_per_user * multiplier))``.

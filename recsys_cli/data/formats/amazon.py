@@ -10,16 +10,20 @@ Review files (``path``):
   MILLISECONDS).
 
 Metadata (``metadata_path``, JSON lines, optional) becomes the items table: 2018 (``asin``,
-``title``, ``category`` list, ``main_cat``) or 2023 (``parent_asin``, ``title``,
-``main_category``, ``categories`` list). ``category`` is the main category when given, else the
-first entry of the category list (the full list is kept, ``|``-joined, in ``categories``).
-Ids stay strings (ASINs have leading zeros).
+``title``, ``category`` list, ``main_cat``, ``brand``, ``description``) or 2023 (``parent_asin``,
+``title``, ``main_category``, ``categories`` list, ``store``, ``description``). ``category`` is
+the main category when given, else the first entry of the category list (the full list is kept,
+``|``-joined, in ``categories``); ``brand`` is the brand (2018) or the store (2023);
+``description`` the description's paragraphs joined by spaces. Ids stay strings (ASINs have
+leading zeros).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from recsys_cli.data.formats.base import DatasetReader, RawDataset
@@ -59,17 +63,23 @@ SCHEMA_2023 = {
     "timestamp": pl.Int64,
     "verified_purchase": pl.Boolean,
 }
+# brand, store and description are read as text whatever their JSON type (a list as its JSON
+# text, decoded by _joined_text), so an odd record never fails the file
 META_2018 = {
     "asin": pl.String,
     "title": pl.String,
     "main_cat": pl.String,
     "category": pl.List(pl.String),
+    "brand": pl.String,
+    "description": pl.String,
 }
 META_2023 = {
     "parent_asin": pl.String,
     "title": pl.String,
     "main_category": pl.String,
     "categories": pl.List(pl.String),
+    "store": pl.String,
+    "description": pl.String,
 }
 
 
@@ -84,6 +94,30 @@ def _is_data_file(path: Path) -> bool:
 
 def _is_meta(path: Path) -> bool:
     return path.name.lower().startswith("meta")
+
+
+def _join_json(text: str) -> str:
+    """The strings of a JSON list joined by spaces (the text itself when it is no such list)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(value, list):
+        return text
+    return " ".join(v.strip() for v in value if isinstance(v, str) and v.strip())
+
+
+def _joined_text(s: pl.Series) -> pl.Series:
+    """A JSON field read as text: lists of strings (their JSON text) joined by spaces."""
+    is_list = s.str.strip_chars_start().str.starts_with("[").fill_null(False)
+    if not is_list.any():
+        return s
+    lists = s.filter(is_list)
+    try:
+        joined = lists.str.json_decode(pl.List(pl.String)).list.join(" ")
+    except pl.exceptions.PolarsError:  # not a list of strings everywhere: one by one
+        joined = lists.map_elements(_join_json, return_dtype=pl.String)
+    return s.scatter(np.flatnonzero(is_list.to_numpy()), joined)
 
 
 class AmazonReader(DatasetReader):
@@ -248,9 +282,11 @@ class AmazonReader(DatasetReader):
     def _read_meta(self, path: Path) -> pl.DataFrame:
         keys = peek_json_keys(path, META_WHAT)
         if "parent_asin" in keys:
-            schema, item, main, cats = META_2023, "parent_asin", "main_category", "categories"
+            schema, item, main, cats, brand = (
+                META_2023, "parent_asin", "main_category", "categories", "store",
+            )  # fmt: skip
         elif "asin" in keys:
-            schema, item, main, cats = META_2018, "asin", "main_cat", "category"
+            schema, item, main, cats, brand = META_2018, "asin", "main_cat", "category", "brand"
         else:
             raise DataError(
                 f"{path} line 1: not an Amazon metadata record: found fields {fmt_list(sorted(keys))}; "
@@ -266,8 +302,20 @@ class AmazonReader(DatasetReader):
                     pl.when(main_cat != "").then(main_cat), pl.col(cats).list.first()
                 ).alias("category"),
                 pl.col(cats).list.join("|").alias("categories"),
+                pl.col(brand).alias("brand"),
+                pl.col("description").map_batches(_joined_text, return_dtype=pl.String),
             )
-            parts.append(build_items(df, where, item=item, title="title", category="category"))
+            parts.append(
+                build_items(
+                    df,
+                    where,
+                    item=item,
+                    title="title",
+                    category="category",
+                    brand="brand",
+                    description="description",
+                )
+            )
         if not parts:
             raise DataError(f"{path} has no records; expected {META_WHAT}")
         return pl.concat(parts, how="vertical").unique("item_id", keep="first", maintain_order=True)

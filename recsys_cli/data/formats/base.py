@@ -13,9 +13,23 @@ events (polars.DataFrame), one row per interaction, in file order:
     any other columns are context features and are kept
 
 items (polars.DataFrame or None):
-    item_id    same raw id type as in events
-    title      optional pl.Utf8 (item text)
-    category   optional pl.Utf8
+    item_id      same raw id type as in events
+    title        optional pl.Utf8 (item text)
+    category     optional pl.Utf8
+    genres       optional pl.Utf8, several values ``|``-joined ("Animation|Children's|Comedy")
+    year         optional pl.Utf8, a four-digit year ("1995")
+    brand        optional pl.Utf8
+    description  optional pl.Utf8
+    any other columns are kept as read
+
+    The text columns (``ITEM_TEXT_COLUMNS`` in ``canonical/assemble.py``) become the prepared
+    data's ``item_fields``: a reader gives those its format has, null where an item has none,
+    and leaves out a column it never has. Which reader gives which: recbole (title, category,
+    genres, year, brand, description as the .item file has them), movielens (title, year,
+    category, genres), amazon with metadata (title, category, brand, description), tabular with
+    an items file (the columns mapped or so named), synthetic (title, category); taobao has
+    categories on its events only (preparation makes them the items' category), retailrocket and
+    sequence_text nothing.
 
 users (polars.DataFrame or None): user features where a format has them (RecBole ``.user``)
     user_id    same raw id type as in events; other columns as read

@@ -9,8 +9,10 @@ The variant is detected from the files in the folder:
 * ml-20m / 25m / 32m: ``ratings.csv`` (header ``userId,movieId,rating,timestamp``) and
   ``movies.csv`` (header ``movieId,title,genres``; titles with commas are quoted).
 
-Items get ``title``, ``category`` (the first genre) and ``genres`` (all, ``|``-joined); events
-get the ``category`` of their movie and the ``rating``.
+Items get ``title`` (as in the file, the year included), ``year`` (the year in parentheses at the
+end of the title; in ml-100k else the year of the release date), ``category`` (the first genre)
+and ``genres`` (all, ``|``-joined; none for ``(no genres listed)``); events get the ``category``
+of their movie and the ``rating``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from recsys_cli.data.formats.canonical.assemble import (
     build_events,
     build_items,
     finish_events,
+    title_year,
+    year_of,
 )
 from recsys_cli.data.formats.canonical.csv_files import check_field_count, read_csv, read_lines
 from recsys_cli.data.formats.canonical.files import first_line, require_dir, require_file
@@ -81,12 +85,18 @@ def _decode_legacy(path: Path) -> str:
 
 
 def _genre_columns(genres: pl.Expr) -> list[pl.Expr]:
-    """category (first genre, none for '(no genres listed)') and genres from a '|'-joined string."""
+    """category (first genre) and genres from a '|'-joined string (none for '(no genres listed)'),
+    and the year at the end of the title."""
     first = genres.str.split("|").list.first()
     return [
         pl.when(first == NO_GENRE).then(None).otherwise(first).alias("category"),
-        genres.alias("genres"),
+        pl.when(genres == NO_GENRE).then(None).otherwise(genres).alias("genres"),
+        title_year(pl.col("title")).alias("year"),
     ]
+
+
+# the items frame's columns made by _genre_columns
+_GENRE_FIELDS = {"category": "category", "genres": "genres", "year": "year"}
 
 
 class MovieLensReader(DatasetReader):
@@ -296,6 +306,7 @@ class MovieLensReader(DatasetReader):
             "title",
             genres.list.first().alias("category"),
             genres.list.join("|").alias("genres"),
+            pl.coalesce(title_year(pl.col("title")), year_of(pl.col("release"))).alias("year"),
             pl.col("release").alias("release_date"),
         )
         return build_items(
@@ -304,6 +315,8 @@ class MovieLensReader(DatasetReader):
             item="item",
             title="title",
             category="category",
+            genres="genres",
+            year="year",
             integer_ids=True,
         )
 
@@ -324,9 +337,7 @@ class MovieLensReader(DatasetReader):
         lines_of = df.get_column("_row")
         df = df.select("item", "title", *_genre_columns(pl.col("genres")))
         where = Where(path, line_of=lambda r: int(lines_of[r]) + 1)
-        return build_items(
-            df, where, item="item", title="title", category="category", integer_ids=True
-        )
+        return build_items(df, where, item="item", title="title", integer_ids=True, **_GENRE_FIELDS)
 
     @staticmethod
     def _items_csv(path: Path) -> pl.DataFrame:
@@ -339,5 +350,5 @@ class MovieLensReader(DatasetReader):
         )
         df = df.select("movieId", "title", *_genre_columns(pl.col("genres").cast(pl.String)))
         return build_items(
-            df, Where(path), item="movieId", title="title", category="category", integer_ids=True
+            df, Where(path), item="movieId", title="title", integer_ids=True, **_GENRE_FIELDS
         )

@@ -5,8 +5,11 @@ Tab-separated, one typed header line such as
 stripped; ``token`` fields stay strings (ids as read), ``float`` fields become Float64,
 ``token_seq`` / ``float_seq`` fields (space-separated) become lists. ``timestamp`` (float unix
 seconds) becomes the datetime. In ``.item`` a title-like field (``movie_title``, ``title``,
-``item_name``) becomes ``title`` (the words joined by spaces) and the first token of
-``class`` / ``categories`` / ``category`` becomes ``category``. ``.user`` (user features such as
+``item_name``) becomes ``title`` (the words joined by spaces), the first token of
+``class`` / ``categories`` / ``category`` becomes ``category`` and, for a ``token_seq`` field,
+all its tokens ``|``-joined become ``genres``; ``release_year`` / ``year`` becomes ``year``;
+``brand`` and ``description`` keep their names (the original fields are kept as well; those used
+as text are not split into lists). ``.user`` (user features such as
 age, gender, occupation) becomes the users table, its user field renamed ``user_id``. No quoting
 is used by RecBole, so quotes are kept as text.
 """
@@ -44,6 +47,12 @@ TYPES = {
 }
 TITLE_FIELDS = ("movie_title", "title", "item_name", "name")
 CATEGORY_FIELDS = ("class", "categories", "category", "genre", "genres")
+# canonical item text field -> the .item fields that give it (the first present wins)
+TEXT_FIELDS = {
+    "year": ("release_year", "year"),
+    "brand": ("brand",),
+    "description": ("description",),
+}
 DOWNLOAD = (
     "get atomic files from https://github.com/RUCAIBox/RecSysDatasets "
     "(list: https://recbole.io/dataset_list.html)"
@@ -222,16 +231,23 @@ class RecBoleReader(DatasetReader):
         )
         title = next((f for f in TITLE_FIELDS if f in kinds), None)
         cat = next((f for f in CATEGORY_FIELDS if f in kinds), None)
-        keep = {self.item_field} | ({title} if title else set())
+        text = {k: next((f for f in names if f in kinds), None) for k, names in TEXT_FIELDS.items()}
+        keep = {self.item_field, title, *text.values()} - {None}
         df = _sequences(df, kinds, keep)
+        genres = None
         if cat is not None:
             first = pl.col(cat)
             first = first.list.first() if kinds[cat] == "token_seq" else first.cast(pl.String)
             df = df.with_columns(first.alias("_category"))
+            if kinds[cat] == "token_seq":
+                df = df.with_columns(pl.col(cat).list.join("|").alias("_genres"))
+                genres = "_genres"
         return build_items(
             df,
             Where(path),
             item=self.item_field,
             title=title,
             category="_category" if cat is not None else None,
+            genres=genres,
+            **text,
         )

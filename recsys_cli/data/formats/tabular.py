@@ -12,8 +12,10 @@ magnitude (1e8..1e11 seconds, 1e11..1e14 milliseconds, ...), raising a DataError
 option when the range fits neither.
 
 An optional items file (``items_path``, CSV or Parquet) with ``item_columns``
-(``{item: ..., title: ..., category: ...}``; by default the events' item column name and the
-columns literally named ``title`` / ``category``) becomes the items table.
+(``{item: ..., title: ..., category: ..., genres: ..., year: ..., brand: ..., description: ...}``;
+by default the events' item column name and the columns literally named ``title``, ``category``,
+``genres``, ``year``, ``brand``, ``description``) becomes the items table; ``year`` keeps the
+first four-digit number of its column (``1995``, ``"1995-11-22"``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import polars as pl
 
 from recsys_cli.data.formats.base import DatasetReader, RawDataset
 from recsys_cli.data.formats.canonical.assemble import (
+    ITEM_TEXT_COLUMNS,
     attach_item_category,
     build_events,
     build_items,
@@ -54,7 +57,11 @@ EVENT_KEYS = {
     "category": "category",
     "rating": "rating",
 }
-ITEM_KEYS = {"item": "item_id", "item_id": "item_id", "title": "title", "category": "category"}
+ITEM_KEYS = {
+    "item": "item_id",
+    "item_id": "item_id",
+    **{name: name for name in ITEM_TEXT_COLUMNS},
+}
 PARQUET = (".parquet", ".pq")
 
 
@@ -192,6 +199,5 @@ class TabularReader(DatasetReader):
             [item, *(v for k, v in spec.items() if k != "item_id")],
             "set data.reader.item_columns.<name> to the items file's column names",
         )
-        title = spec.get("title", "title" if "title" in df.columns else None)
-        category = spec.get("category", "category" if "category" in df.columns else None)
-        return build_items(df, where, item=item, title=title, category=category)
+        text = {n: spec.get(n, n if n in df.columns else None) for n in ITEM_TEXT_COLUMNS}
+        return build_items(df, where, item=item, **text)

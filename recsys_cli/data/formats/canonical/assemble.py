@@ -2,6 +2,7 @@
 
 :func:`build_events` / :func:`build_items` convert the named columns of a frame read from a
 file and keep the rest as context; :func:`finish_events` makes the final dtype checks.
+:func:`title_year` and :func:`year_of` are the shared parsers of the items' ``year`` field.
 """
 
 from __future__ import annotations
@@ -19,7 +20,27 @@ from recsys_cli.errors import DataError
 log = logging.getLogger(__name__)
 
 CANONICAL_EVENT_COLUMNS = ("user_id", "item_id", "timestamp", "event_type", "category", "rating")
-CANONICAL_ITEM_COLUMNS = ("item_id", "title", "category")
+# the items' text fields (Utf8), in the order the items frame holds them
+ITEM_TEXT_COLUMNS = ("title", "category", "genres", "year", "brand", "description")
+CANONICAL_ITEM_COLUMNS = ("item_id", *ITEM_TEXT_COLUMNS)
+# a year in parentheses at the end of a title: "Toy Story (1995)"
+TITLE_YEAR = r"\((\d{4})\)\s*$"
+
+
+def text_or_null(expr: pl.Expr) -> pl.Expr:
+    """Text with surrounding white space removed; null where empty."""
+    text = expr.cast(pl.String).str.strip_chars()
+    return pl.when(text != "").then(text)
+
+
+def year_of(expr: pl.Expr) -> pl.Expr:
+    """The first four-digit number of a value ("1995", 1995, "01-Jan-1995"); null if none."""
+    return expr.cast(pl.String).str.extract(r"(?:^|\D)(\d{4})(?:\D|$)", 1)
+
+
+def title_year(title: pl.Expr) -> pl.Expr:
+    """The year in parentheses at the end of a title ("Toy Story (1995)" -> "1995"), else null."""
+    return title.cast(pl.String).str.extract(TITLE_YEAR, 1)
 
 
 def build_events(
@@ -105,11 +126,20 @@ def build_items(
     item: str,
     title: str | None = None,
     category: str | None = None,
+    genres: str | None = None,
+    year: str | None = None,
+    brand: str | None = None,
+    description: str | None = None,
     drop: Sequence[str] = (),
     labels: Mapping[str, str] | None = None,
     integer_ids: bool = False,
 ) -> pl.DataFrame:
-    """The canonical items frame (one row per item id, the first occurrence wins)."""
+    """The canonical items frame (one row per item id, the first occurrence wins).
+
+    ``title`` and ``category`` are cast to text as they are; ``genres``, ``brand`` and
+    ``description`` are trimmed text (null where empty); ``year`` is the first four-digit number
+    of its column (null where none), see :func:`year_of`.
+    """
     labels = dict(labels or {})
     cols = [
         check_ids(
@@ -120,7 +150,15 @@ def build_items(
         cols.append(df.get_column(title).cast(pl.String).rename("title"))
     if category is not None:
         cols.append(df.get_column(category).cast(pl.String).rename("category"))
-    used = {item, title, category, *drop}
+    text = {"genres": genres, "year": year, "brand": brand, "description": description}
+    for name, source in text.items():
+        if source is not None:
+            value = pl.col(source)
+            if isinstance(df.schema[source], pl.List):  # several values: "|"-joined
+                value = value.cast(pl.List(pl.String)).list.join("|")
+            value = year_of(value) if name == "year" else text_or_null(value)
+            cols.append(df.select(value.alias(name)).to_series())
+    used = {item, title, category, *text.values(), *drop}
     for name in df.columns:
         if name not in used:
             target = f"{name}_raw" if name in CANONICAL_ITEM_COLUMNS else name
