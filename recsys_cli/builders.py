@@ -105,6 +105,7 @@ def build_module(cfg: DictConfig, dm: SequenceDataModule, run_info: dict) -> Rec
         num_items=spec.num_items,
         filter_seen=resolve_filter_seen(cfg.metrics.filter_seen, data),
         run_info=run_info,
+        item_train_counts=spec.item_train_counts,
     )
 
 

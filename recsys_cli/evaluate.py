@@ -25,7 +25,7 @@ from recsys_cli.compose import compose_train, config_groups
 from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.errors import ConfigError
 from recsys_cli.io import write_json_atomic
-from recsys_cli.reporting import format_table
+from recsys_cli.reporting import format_table, held_out_line
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,9 @@ def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_s
 
     seen = "filtered" if module.filter_seen else "kept"
     print(f"\nCheckpoint: {ckpt_path}\nSplit: {dm.split.description}, stage: {stage}, seen items {seen}")
+    held = dm.summary().get("cold_items")
+    if held:
+        print(held_out_line(held))
     print(format_table(results, width=12))
     report = {
         "checkpoint": str(ckpt_path),
@@ -152,6 +155,7 @@ def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_s
         "overrides": applied,
         "results": results,
         "filter_seen": module.filter_seen,
+        **({"cold_items": held} if held else {}),
         "data_fingerprint_now": data.fingerprint,
         "data_fingerprint_trained": info.get("data_fingerprint"),
     }

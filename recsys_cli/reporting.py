@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import polars
 from recsys_cli.data.prepared_data import PreparedData
 from recsys_cli.errors import RecsysError
 from recsys_cli.io import atomic_write, write_json_atomic
+from recsys_cli.training.buckets import describe_buckets
 
 _OBJECTIVE = re.compile(r"^(val|test)/(.+)$")
 
@@ -31,18 +31,47 @@ def save_vocab(run_dir: Path, data: PreparedData) -> None:
     write("users", polars.DataFrame({"index": np.arange(data.num_users), "user_id": [str(v) for v in data.user_vocab]}))
 
 
+def _cell(value: Any, width: int) -> str:
+    """A table cell: an integer (case counts) as it is, a float to 4 decimals, nothing as ``-``."""
+    if value is None:
+        return f"{'-':>{width}}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:{width}d}"
+    return f"{value:{width}.4f}"
+
+
 def format_table(results: dict[str, dict[str, float]], width: int = 8) -> str:
-    """Metrics as a text table: one row per metric, one column per result set (e.g. val, test)."""
+    """Metrics as a text table: one row per metric, one column per result set (e.g. val, test).
+
+    The overall metrics come first, then each bucket of the target's training count
+    (``cold/cases``, ``cold/hr@10``...; :mod:`recsys_cli.training.buckets`) after a blank line, and
+    a line that says what the buckets are. A metric a column lacks (an empty bucket) shows ``-``.
+    """
     columns = [c for c in results if results[c]]
     names = list(dict.fromkeys(n for c in columns for n in results[c]))
     if not names:
         return "(no metrics)"
+    # the overall metrics (group "") first, then each bucket; stable, so the order within a group stays
+    groups = list(dict.fromkeys(n.rpartition("/")[0] for n in names))
+    names.sort(key=lambda n: (n.rpartition("/")[0] != "", groups.index(n.rpartition("/")[0])))
     first = max([len(n) for n in names] + [6])
     width = max([width] + [len(c) for c in columns])
     lines = [f"{'metric':<{first}}  " + "  ".join(f"{c:>{width}}" for c in columns)]
-    for name in names:
-        lines.append(f"{name:<{first}}  " + "  ".join(f"{results[c].get(name, math.nan):{width}.4f}" for c in columns))
+    for i, name in enumerate(names):
+        if i and name.rpartition("/")[0] != names[i - 1].rpartition("/")[0]:
+            lines.append("")
+        lines.append(f"{name:<{first}}  " + "  ".join(_cell(results[c].get(name), width) for c in columns))
+    if any(group for group in groups):
+        lines.append(f"(buckets: {describe_buckets()})")
     return "\n".join(lines)
+
+
+def held_out_line(held: dict[str, Any]) -> str:
+    """What ``data.cold_items`` held out of training (``held``: the data summary's ``cold_items``)."""
+    return (
+        f"Held out of training (data.cold_items={held['fraction']}): {held['items']:,} items and "
+        f"their {held['train_events']:,} training events"
+    )
 
 
 def objective(report: dict[str, Any], metric: str) -> float:
@@ -62,6 +91,9 @@ def write_run_report(run_dir: Path, report: dict[str, Any]) -> None:
         write_json_atomic(run_dir / "scale_weights.json", weights)
     seen = "filtered from" if report["filter_seen"] else "kept in"
     print(f"\nRun directory: {run_dir}\nSeen items {seen} the ranking (metrics.filter_seen)")
+    held = report["data"].get("cold_items")
+    if held:
+        print(held_out_line(held))
     print(format_table({"val": report["val"], "test": report["test"]}))
     if weights:
         last = {k: round(v, 3) for k, v in weights[-1].items() if k != "epoch"}

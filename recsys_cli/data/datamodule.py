@@ -18,6 +18,12 @@ the window is ``[start, anchor]``) and its statistics (``scale_stats`` [B, S, L,
 looked up from :func:`recsys_cli.data.window_features.compute_window_features`, computed once per
 data module over each user's whole history; an anchor's features depend on events up to the anchor
 only, so nothing at or after a target reaches its prediction.
+
+With ``data.cold_items > 0`` a seeded fraction of the items is held out of training: training
+cases, their window features and :meth:`SequenceDataModule.train_events` come from a *training
+view* (:func:`recsys_cli.data.splits.training_view`: the training events without the held-out
+items', CSR arrays of their own), evaluation cases from the full arrays, unchanged. With 0 the
+training view is the prepared data itself (no copy).
 """
 
 from __future__ import annotations
@@ -37,11 +43,22 @@ from recsys_cli.contract.scales import ScaleSet
 from recsys_cli.data.formats.base import DatasetReader
 from recsys_cli.data.prepare import prepare
 from recsys_cli.data.prepared_data import PreparationConfig, PreparedData
-from recsys_cli.data.splits import Split
+from recsys_cli.data.splits import Split, held_out_items, training_view
 from recsys_cli.data.window_features import WindowFeatures, compute_window_features, feature_names
 from recsys_cli.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+def check_cold_items(value: object) -> float:
+    """``data.cold_items`` as a float in [0, 1); a ConfigError naming the key otherwise."""
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    if not 0 <= number < 1:
+        raise ConfigError(
+            f"data.cold_items={value!r}: the fraction of items held out of training must be a number "
+            "in [0, 1), e.g. 0.1 (0 holds out none)"
+        )
+    return float(number)
 
 
 def train_case_ends(starts: np.ndarray, train_end: np.ndarray, max_len: int, windows: str) -> tuple:
@@ -186,6 +203,7 @@ class SequenceDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         scales: ScaleSet | None = None,
         seed: int = 0,
+        cold_items: float = 0.0,
         **_: object,  # dataset keys the reader's config refers to (e.g. data.path)
     ):
         super().__init__()
@@ -197,6 +215,7 @@ class SequenceDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.train_windows={train_windows!r}: use 'all' (every chunk) or 'last'")
         if isinstance(preparation, DictConfig):
             preparation = OmegaConf.to_container(preparation, resolve=True)
+        self.cold_items = check_cold_items(cold_items)
         self.name, self.reader, self.split_fn = name, reader, split
         self.preparation = PreparationConfig(**preparation)
         self.max_len, self.batch_size, self.eval_batch_size = max_len, batch_size, eval_batch_size
@@ -209,6 +228,12 @@ class SequenceDataModule(pl.LightningDataModule):
         self.data: PreparedData | None = None
         self.split: Split | None = None
         self.features: WindowFeatures | None = None
+        # what training cases are built from: the prepared data, or its training view
+        self.train_data: PreparedData | None = None
+        self.train_end: np.ndarray | None = None
+        self.train_features: WindowFeatures | None = None
+        self.held_out = np.zeros(0, dtype=np.int64)  # item ids held out of training (cold_items)
+        self.held_out_events = 0  # their training events, removed from the training view
 
     # -- preparation -------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -224,8 +249,25 @@ class SequenceDataModule(pl.LightningDataModule):
             self.split = self.split_fn(data)
             if self.scales:
                 self.features = compute_window_features(data, self.scales)
+            self._hold_out(data)
             self.data = data
         return self.data
+
+    def _hold_out(self, data: PreparedData) -> None:
+        """Set the training data: ``data`` itself, or (``cold_items > 0``) its training view."""
+        self.train_data, self.train_end, self.train_features = data, self.split.train_end, self.features
+        if self.cold_items == 0:
+            return
+        self.held_out = held_out_items(data.num_items, self.cold_items, self.seed)
+        view, view_end = training_view(data, self.split.train_end, self.held_out)
+        train_events = int((self.split.train_end - data.offsets[:-1]).sum())
+        self.held_out_events = train_events - view.num_events
+        self.train_data, self.train_end = view, view_end
+        self.train_features = compute_window_features(view, self.scales) if self.scales else None
+        log.info(
+            "data.cold_items=%s: %d of %d items held out of training, with %d of %d training events",
+            self.cold_items, len(self.held_out), data.num_items, self.held_out_events, train_events,
+        )
 
     @property
     def num_items(self) -> int:
@@ -250,11 +292,12 @@ class SequenceDataModule(pl.LightningDataModule):
 
     # -- cases ---------------------------------------------------------------------------------
     def train_cases(self) -> CaseBatches:
-        data = self.load()
-        ends, starts = train_case_ends(data.offsets[:-1], self.split.train_end, self.max_len, self.train_windows)
+        self.load()
+        data = self.train_data
+        ends, starts = train_case_ends(data.offsets[:-1], self.train_end, self.max_len, self.train_windows)
         if len(ends) == 0:
             raise ConfigError(f"dataset '{self.name}': the split leaves no training targets (users need more events)")
-        return CaseBatches(data, ends, starts, self.max_len, self.history_len, False, self.features)
+        return CaseBatches(data, ends, starts, self.max_len, self.history_len, False, self.train_features)
 
     def eval_cases(self, stage: str) -> CaseBatches:
         data = self.load()
@@ -264,10 +307,12 @@ class SequenceDataModule(pl.LightningDataModule):
 
     def train_events(self) -> tuple[np.ndarray, np.ndarray]:
         """(items, users): the [E_train] training events of the split, in time order per user
-        (what count-based baselines are fitted on; no validation or test target is among them)."""
-        data = self.load()
+        (what count-based baselines are fitted on; no validation or test target is among them,
+        nor any event of an item held out by ``cold_items``)."""
+        self.load()
+        data = self.train_data
         users = data.user_of_event
-        train = np.arange(data.num_events) < self.split.train_end[users]
+        train = np.arange(data.num_events) < self.train_end[users]
         return data.items[train], users[train]
 
     # -- loaders -------------------------------------------------------------------------------
@@ -298,8 +343,9 @@ class SequenceDataModule(pl.LightningDataModule):
         return self._loader(self.eval_cases("test"), self.eval_batch_size, train=False)
 
     def summary(self) -> dict:
+        """The data's sizes and split; with ``cold_items`` also what was held out of training."""
         data = self.load()
-        return {
+        summary = {
             "dataset": self.name,
             "users": data.num_users,
             "items": data.num_items,
@@ -309,3 +355,10 @@ class SequenceDataModule(pl.LightningDataModule):
             "val_cases": len(self.split.val_targets),
             "test_cases": len(self.split.test_targets),
         }
+        if self.cold_items:
+            summary["cold_items"] = {
+                "fraction": self.cold_items,
+                "items": len(self.held_out),
+                "train_events": self.held_out_events,
+            }
+        return summary

@@ -7,10 +7,15 @@ A split is expressed as index arithmetic on the CSR arrays of :class:`PreparedDa
 - ``val_targets`` / ``test_targets``: global event indices to predict. The input of the case with
   target ``t`` of user ``u`` is the events ``offsets[u]:t``: strictly before the target, and in time
   order, so nothing at or after the target (not even its timestamp) reaches the model.
+
+Cold-start protocol (``data.cold_items``): :func:`held_out_items` draws items to hold out of
+training and :func:`training_view` copies the training events without theirs; the split itself
+(and every evaluation case) is unchanged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -120,3 +125,35 @@ def _first_per_user(mask: np.ndarray, users: np.ndarray) -> np.ndarray:
         keep = np.concatenate([[True], users[idx[1:]] != users[idx[:-1]]])
         first[idx[keep]] = True
     return first
+
+
+# the per-event arrays of PreparedData (CSR over users, indexed by global event index)
+EVENT_ARRAYS = ("items", "times", "event_types", "categories")
+
+
+def held_out_items(num_items: int, fraction: float, seed: int) -> np.ndarray:
+    """``round(fraction * num_items)`` item ids of ``1..num_items``, drawn without replacement by
+    ``seed`` and sorted: the items ``data.cold_items`` holds out of training."""
+    count = int(round(fraction * num_items))
+    drawn = np.random.default_rng(seed).choice(num_items, size=count, replace=False)
+    return np.sort(drawn + 1).astype(np.int64)
+
+
+def training_view(data: PreparedData, train_end: np.ndarray, held: np.ndarray) -> tuple[PreparedData, np.ndarray]:
+    """The training events of ``data`` without any event of the ``held`` items, as CSR arrays of
+    their own; returns the view and its ``train_end`` (every event of the view is a training event).
+
+    The view has the same users (a user may keep no event), vocabularies and statistics; each
+    user's kept training events stay in time order, so a held-out item's event is neither an input
+    nor a target of any training case built from the view: its neighbours become adjacent.
+    Evaluation cases are built from ``data`` itself, where those events remain.
+    """
+    users = data.user_of_event
+    is_held = np.zeros(data.num_items + 1, dtype=bool)
+    is_held[held] = True
+    keep = (np.arange(data.num_events) < train_end[users]) & ~is_held[data.items]
+    offsets = np.zeros(data.num_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(users[keep], minlength=data.num_users), out=offsets[1:])
+    arrays = {name: getattr(data, name)[keep] for name in EVENT_ARRAYS}
+    view = dataclasses.replace(data, offsets=offsets, **arrays)
+    return view, offsets[1:].copy()

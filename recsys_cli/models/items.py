@@ -2,8 +2,8 @@
 
 Chosen by config (``model/item=id``), built with the data spec and the model width; the encoder,
 the scales and the training module never know which one is used. Row 0 is the padding item: a
-zero vector that no input or candidate uses. ``id`` is a learned vector per item; representations
-that read item text or categories plug in here and return the same table.
+zero vector that no input or candidate uses. ``id`` is a learned vector per item; ``text`` and
+``id_text`` (:mod:`recsys_cli.models.text_items`) read the items' texts with a language model.
 """
 
 from __future__ import annotations
@@ -11,18 +11,33 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys_cli.contract.batch import Batch
 from recsys_cli.contract.data_spec import DataSpec
 
 
 class ItemRepresentation(nn.Module):
-    """Base: ``forward() -> [N + 1, D]`` item table (row 0 = padding)."""
+    """Base: ``forward(batch=None) -> [N + 1, D]`` item table (row 0 = padding).
+
+    ``batch`` is the batch being trained on (a representation may recompute the rows of its
+    items); ``refresh()`` is called before every training epoch and every evaluation (a
+    representation whose table depends on trained weights brings it up to date);
+    ``parameter_groups()`` lists parameters that train with settings of their own (e.g. a
+    language model's learning rate).
+    """
 
     def __init__(self, spec: DataSpec, dim: int):
         super().__init__()
         self.num_items, self.dim = spec.num_items, dim
 
-    def forward(self) -> torch.Tensor:  # pragma: no cover - every representation implements it
+    def forward(self, batch: Batch | None = None) -> torch.Tensor:  # pragma: no cover - implemented by each
         raise NotImplementedError
+
+    def refresh(self) -> None:
+        """Bring a table that depends on trained weights up to date (nothing to do by default)."""
+
+    def parameter_groups(self) -> list[dict]:
+        """Optimizer parameter groups with settings of their own (none by default)."""
+        return []
 
 
 class IdEmbedding(ItemRepresentation):
@@ -35,5 +50,5 @@ class IdEmbedding(ItemRepresentation):
         with torch.no_grad():
             self.embedding.weight[0].zero_()
 
-    def forward(self) -> torch.Tensor:
+    def forward(self, batch: Batch | None = None) -> torch.Tensor:
         return self.embedding.weight

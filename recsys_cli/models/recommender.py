@@ -98,7 +98,7 @@ class SequenceRecommender(nn.Module):
     def forward(self, batch: Batch, keep: torch.Tensor | None = None) -> ModelOutput:
         """User states [B, L, D] for the last L positions of ``batch`` (fields [B, H + L])."""
         L = self.max_len
-        table = self.items()  # [N + 1, D]
+        table = self.items(batch)  # [N + 1, D]
         x = self.embed(batch, table)
         valid = batch["items"] > 0
         inputs, mask = self.embedding_dropout(x[:, -L:]), valid[:, -L:]
@@ -112,3 +112,15 @@ class SequenceRecommender(nn.Module):
             v = self.pooling(x, states, batch)  # [B, S, L, D]
             z, weights = self.fusion(h, v, keep)
         return ModelOutput(states=z, item_table=table, scale_weights=weights if weights.numel() else None)
+
+    def refresh_items(self) -> None:
+        """Before a training epoch or an evaluation: bring the item table up to date."""
+        self.items.refresh()
+
+    def parameter_groups(self) -> list[dict]:
+        """Optimizer parameter groups: the item representation's own (e.g. a language model with
+        its learning rate), then every other parameter with the optimizer's settings."""
+        own = self.items.parameter_groups()
+        taken = {id(p) for group in own for p in group["params"]}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in taken]
+        return [{"params": rest}, *own]

@@ -10,6 +10,9 @@ are deterministic and the same on every device. Items scored ``-inf`` (seen item
 keeps only float64 sums, a case count and one boolean "recommended at least once" flag per item and
 K, never a ``[cases, N]`` matrix; the ``[B, N]`` work is per batch. :func:`sync_distributed`
 all-reduces that state so that under DDP every rank computes the single-process numbers.
+
+Given the items' training counts it also reports HR, NDCG, MRR and Recall per bucket of the target
+item's number of training events (``cold/ndcg@10``, ``rare/cases``...: :mod:`.buckets`).
 """
 
 from __future__ import annotations
@@ -18,10 +21,18 @@ import math
 import operator
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from recsys_cli.errors import ConfigError
+from recsys_cli.training.buckets import (
+    FREQUENCY_BUCKETS,
+    add_to_buckets,
+    bucket_results,
+    frequency_buckets,
+    zero_bucket_state,
+)
 
 __all__ = ["METRIC_NAMES", "RankingMetrics", "mask_seen", "sync_distributed", "target_ranks"]
 
@@ -156,12 +167,21 @@ class RankingMetrics:
     sums) and ``covered`` (bool ``[len(ks), num_items]``, item ``i`` at column ``i - 1``). It lives
     on ``device`` if given, else on the device of the first :meth:`update`.
 
+    With ``item_train_counts`` (``[N + 1]``: every item's training events) the cases are also
+    summed per bucket of their target's count (:mod:`recsys_cli.training.buckets`; state
+    ``bucket_count`` int64 ``[G]``, ``bucket_hr``/``bucket_ndcg``/``bucket_mrr`` float64
+    ``[G, len(ks)]``); the overall sums are computed exactly as without buckets.
+
     Raises:
         ConfigError: if ``ks`` is empty, or some K is not an integer, ``< 1`` or ``> num_items``.
     """
 
     def __init__(
-        self, ks: Sequence[int], num_items: int, device: torch.device | str | None = None
+        self,
+        ks: Sequence[int],
+        num_items: int,
+        device: torch.device | str | None = None,
+        item_train_counts: np.ndarray | Tensor | None = None,
     ) -> None:
         try:
             n = operator.index(num_items)
@@ -173,6 +193,11 @@ class RankingMetrics:
         self.ks = _validated_ks(ks, num_items)
         self._device = torch.device(device) if device is not None else None
         self._state: dict[str, Tensor] | None = None
+        self.buckets: tuple[str, ...] = ()
+        self._item_bucket: Tensor | None = None  # [N + 1] bucket index of every item
+        if item_train_counts is not None:
+            self._item_bucket = frequency_buckets(item_train_counts, n)
+            self.buckets = tuple(name for name, _ in FREQUENCY_BUCKETS)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -184,7 +209,7 @@ class RankingMetrics:
             "ndcg": torch.zeros(nk, dtype=torch.float64, device=device),
             "mrr": torch.zeros(nk, dtype=torch.float64, device=device),
             "covered": torch.zeros(nk, self.num_items, dtype=torch.bool, device=device),
-        }
+        } | (zero_bucket_state(nk, device) if self.buckets else {})
 
     def _ensure_state(self, device: torch.device | None = None) -> dict[str, Tensor]:
         if self._state is None:
@@ -199,9 +224,10 @@ class RankingMetrics:
         return self._device
 
     def state(self) -> dict[str, Tensor]:
-        """Copies of the raw state tensors: ``count``, ``hr``, ``ndcg``, ``mrr``, ``covered``.
+        """Copies of the raw state tensors: ``count``, ``hr``, ``ndcg``, ``mrr``, ``covered`` (and
+        the ``bucket_*`` ones with buckets).
 
-        Sums and ``count`` combine by addition, ``covered`` by logical OR (MAX).
+        Sums and counts combine by addition, ``covered`` by logical OR (MAX).
         """
         return {name: t.clone() for name, t in self._ensure_state().items()}
 
@@ -223,10 +249,11 @@ class RankingMetrics:
 
     def merge(self, other: RankingMetrics) -> None:
         """Add ``other``'s cases to this accumulator (sums add, coverage flags OR)."""
-        if self.ks != other.ks or self.num_items != other.num_items:
+        if (self.ks, self.num_items, self.buckets) != (other.ks, other.num_items, other.buckets):
             raise ValueError(
-                f"cannot merge metrics with ks={list(other.ks)}, num_items={other.num_items} "
-                f"into ks={list(self.ks)}, num_items={self.num_items}"
+                f"cannot merge metrics with ks={list(other.ks)}, num_items={other.num_items}, "
+                f"buckets={list(other.buckets)} into ks={list(self.ks)}, num_items={self.num_items}, "
+                f"buckets={list(self.buckets)}"
             )
         if other._state is None:
             return
@@ -302,6 +329,11 @@ class RankingMetrics:
         state["ndcg"] += ndcg.sum(dim=1).to(target_device)
         state["mrr"] += mrr.sum(dim=1).to(target_device)
         state["covered"] |= covered.to(target_device)
+        if self.buckets:
+            if self._item_bucket.device != device:
+                self._item_bucket = self._item_bucket.to(device)
+            values = {"hr": hit.to(torch.float64), "ndcg": ndcg, "mrr": mrr}
+            add_to_buckets(state, self._item_bucket[targets], values)
 
     # -- results -----------------------------------------------------------------------------
 
@@ -309,6 +341,9 @@ class RankingMetrics:
         """``{"hr@K", "ndcg@K", "mrr@K", "recall@K", "coverage@K"}`` for every K.
 
         Averages are over cases (NaN when no case was accumulated); coverage is over ``num_items``.
+        With buckets, then per bucket ``"<bucket>/cases"`` (an int) and ``"<bucket>/<metric>@K"``
+        (no coverage); an empty bucket has cases 0 and no metric keys, never NaN
+        (:func:`~recsys_cli.training.buckets.bucket_results`).
         """
         state = self._ensure_state()
         count = int(state["count"])
@@ -327,6 +362,8 @@ class RankingMetrics:
                 else:
                     value = sums[name][i] / count if count else math.nan
                 result[f"{name}@{k}"] = float(value)
+        if self.buckets:
+            result.update(bucket_results(state, self.ks))
         return result
 
     def __repr__(self) -> str:
@@ -336,8 +373,8 @@ class RankingMetrics:
 def sync_distributed(metrics: RankingMetrics) -> None:
     """All-reduce ``metrics``' state over the default process group; a no-op without one.
 
-    Sums and the case count are summed, coverage flags are combined by MAX (logical OR), so every
-    rank then computes the numbers a single process would have computed over all ranks' cases,
+    Sums and case counts (per bucket too) are summed, coverage flags are combined by MAX (logical
+    OR), so every rank then computes the numbers a single process would have computed over all ranks' cases,
     provided the ranks evaluated disjoint cases (no duplicates, e.g. no DistributedSampler padding).
     Every rank must call it (it is a collective), including ranks that saw no case.
     """

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -37,8 +38,12 @@ class RecommenderModule(pl.LightningModule):
 
     ``model(batch, keep=None)`` returns a :class:`ModelOutput` (user states and the item table, or
     direct scores for count baselines); ``model.scale_names`` names its scales (empty without).
+    Trained models (``requires_training``) also give ``parameter_groups()`` for the optimizer and
+    ``refresh_items()``, called before every training epoch and evaluation.
     ``run_info`` (resolved config, vocabularies, code version) is stored in every checkpoint so
-    ``recsys evaluate`` needs nothing else.
+    ``recsys evaluate`` needs nothing else. With ``item_train_counts`` ([N + 1], the items' training
+    events) every evaluation also reports the metrics per bucket of the target's count
+    (``val/cold/ndcg@10``, ``test/head/cases``...; see :mod:`recsys_cli.training.buckets`).
     """
 
     def __init__(
@@ -50,12 +55,13 @@ class RecommenderModule(pl.LightningModule):
         num_items: int,
         filter_seen: bool = True,
         run_info: dict | None = None,
+        item_train_counts: np.ndarray | None = None,
     ):
         super().__init__()
         self.model, self.objective, self.optimizer_factory = model, objective, optimizer
         self.ks, self.num_items, self.filter_seen = list(ks), num_items, filter_seen
         self.run_info = run_info or {}
-        self.metrics = RankingMetrics(self.ks, num_items)
+        self.metrics = RankingMetrics(self.ks, num_items, item_train_counts=item_train_counts)
         self.results: dict[str, dict[str, float]] = {}
         self.scale_weight_history: list[dict[str, float]] = []
         self._keep: torch.Tensor | None = None  # scale ablation mask, set by ``without_scales``
@@ -92,7 +98,16 @@ class RecommenderModule(pl.LightningModule):
         self._weight_sum, self._weight_steps = None, 0
 
     def configure_optimizers(self):
-        return self.optimizer_factory(self.parameters())
+        # trained models name their parameter groups (e.g. a language model with its own learning rate)
+        return self.optimizer_factory(self.model.parameter_groups())
+
+    def _refresh_items(self) -> None:
+        """An item table that depends on trained weights is brought up to date (trained models)."""
+        if self.model.requires_training:
+            self.model.refresh_items()
+
+    def on_train_epoch_start(self) -> None:
+        self._refresh_items()
 
     # -- evaluation ----------------------------------------------------------------------------
     @contextmanager
@@ -124,6 +139,7 @@ class RecommenderModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.metrics.reset()
+        self._refresh_items()
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch)
@@ -133,6 +149,7 @@ class RecommenderModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.metrics.reset()
+        self._refresh_items()
 
     def test_step(self, batch, batch_idx):
         self._eval_step(batch)
