@@ -11,10 +11,12 @@ a format 1 ``last.ckpt`` is refused with one line (Lightning reads that file its
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from recsys_cli import __version__
 from recsys_cli.errors import ConfigError
@@ -81,3 +83,32 @@ def load_run_checkpoint(path: str | Path, key: str = "ckpt", resume: bool = Fals
             )
         ckpt = upgrade_format_1(ckpt)
     return ckpt
+
+
+def initialise_from(module: nn.Module, path: str | Path) -> dict[str, list[str]]:
+    """Load every weight of the checkpoint at ``path`` whose name and shape match ``module``'s
+    (``init_from=CKPT``: pretrain on one log, fine-tune on another); the rest keep their
+    initialisation. Returns the names ``loaded``, ``skipped`` (the shape differs: e.g. an id table
+    of another catalogue) and ``missing`` (not in the checkpoint), and prints them by component."""
+    stored = load_run_checkpoint(path, key="init_from")["state_dict"]
+    own = module.state_dict()
+    report: dict[str, list[str]] = {"loaded": [], "skipped": [], "missing": []}
+    for name, value in stored.items():
+        fits = name in own and tuple(own[name].shape) == tuple(value.shape)
+        report["loaded" if fits else "skipped"].append(name)
+    report["missing"] = [name for name in own if name not in stored]
+    module.load_state_dict({name: stored[name] for name in report["loaded"]}, strict=False)
+
+    def by_part(names: list[str]) -> str:
+        parts = Counter(".".join(name.split(".")[:2]) for name in names)
+        return ", ".join(f"{part} ({n})" for part, n in sorted(parts.items())) or "none"
+
+    print(f"init_from={path}: loaded {len(report['loaded'])} tensors: {by_part(report['loaded'])}")
+    if report["skipped"]:
+        details = ", ".join(
+            f"{n} {list(stored[n].shape)} vs {list(own[n].shape) if n in own else 'absent here'}" for n in report["skipped"]
+        )
+        print(f"init_from: skipped {len(report['skipped'])} (other shape or not in this model): {details}")
+    if report["missing"]:
+        print(f"init_from: {len(report['missing'])} tensors of this model keep their initialisation: {by_part(report['missing'])}")
+    return report

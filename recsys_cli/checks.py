@@ -17,14 +17,18 @@ from recsys_cli.compose import group_options
 from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.contract.data_spec import DataSpec
 from recsys_cli.contract.scales import ScaleSet
+from recsys_cli.data.datamodule import check_cold_items
 from recsys_cli.errors import ConfigError
+from recsys_cli.training.buckets import BUCKET_METRICS, FREQUENCY_BUCKETS
 from recsys_cli.training.metrics import METRIC_NAMES
 
 # the sections train() builds from (a '~group' override may not remove them)
 REQUIRED_SECTIONS = ("paths", "data", "scales", "model", "objective", "optimizer", "trainer", "callbacks", "logger", "metrics")
 # parts of the run's config that must match a checkpoint it resumes from (the rest may change,
 # e.g. trainer.max_epochs to train longer)
-RESUME_MUST_MATCH = ("model", "scales", "data.name", "data.reader", "data.preparation", "data.split", "data.max_len")
+RESUME_MUST_MATCH = (
+    "model", "scales", "data.name", "data.reader", "data.preparation", "data.split", "data.max_len", "data.cold_items",
+)  # fmt: skip
 
 
 def _int_at_least(value: Any, key: str, low: int, allow_none: bool = False) -> None:
@@ -39,8 +43,11 @@ def _int_at_least(value: Any, key: str, low: int, allow_none: bool = False) -> N
 
 
 def metric_names(ks: list[int]) -> list[str]:
-    """Every ranking metric a run computes for cut-offs ``ks``, e.g. ``ndcg@10``."""
-    return [f"{name}@{k}" for name in METRIC_NAMES for k in ks]
+    """Every ranking metric a run computes for cut-offs ``ks``, e.g. ``ndcg@10``, and per bucket of
+    the target's training count, e.g. ``cold/ndcg@10``."""
+    overall = [f"{name}@{k}" for name in METRIC_NAMES for k in ks]
+    buckets = [f"{bucket}/{name}@{k}" for bucket, _ in FREQUENCY_BUCKETS for name in BUCKET_METRICS for k in ks]
+    return overall + buckets
 
 
 def _check_ranking_metric(key: str, metric: str, ks: list[int]) -> None:
@@ -81,6 +88,7 @@ def validate_config(cfg: DictConfig) -> None:
     for i, k in enumerate(ks):
         _int_at_least(k, f"metrics.ks[{i}]", 1)
     ks = [int(k) for k in ks]
+    check_cold_items(OmegaConf.select(cfg, "data.cold_items", default=0.0))
     if cfg.metrics.filter_seen not in (True, False, "auto"):
         raise ConfigError(f"metrics.filter_seen={cfg.metrics.filter_seen!r}: use true, false or auto")
     ScaleSet.from_config(cfg.scales)
@@ -99,6 +107,15 @@ def validate_config(cfg: DictConfig) -> None:
             )
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file; give a <run>/checkpoints/last.ckpt")
+    init_from = OmegaConf.select(cfg, "init_from")
+    if init_from is not None:
+        if cfg.ckpt_path is not None:
+            raise ConfigError(
+                "init_from and ckpt_path are both set: ckpt_path resumes the same run, init_from starts a new "
+                "one from another run's weights; keep one"
+            )
+        if not Path(init_from).is_file():
+            raise ConfigError(f"init_from={init_from}: no such checkpoint file; give another run's checkpoints/best.ckpt")
 
 
 def check_against_data(cfg: DictConfig, spec: DataSpec, dataset: str) -> None:

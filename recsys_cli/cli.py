@@ -43,9 +43,10 @@ Other key=value / group=option arguments change the run's config (printed with t
   recsys evaluate ckpt=runs/<date>/<time>/checkpoints/best.ckpt data/split=temporal
   recsys evaluate ckpt=... data.path=/data/ml-1m-new"""
 
-PREPARE_USAGE = """usage: recsys prepare data=NAME [data.path=PATH] [key=value ...]
+PREPARE_USAGE = """usage: recsys prepare data=NAME [data.path=PATH] [model/item=text] [key=value ...]
 
-Reads, cleans, indexes and caches a dataset (conf/data/NAME.yaml) and prints its statistics."""
+Reads, cleans, indexes and caches a dataset (conf/data/NAME.yaml) and prints its statistics;
+with model/item=text or id_text it also encodes and caches the items' text vectors."""
 
 log = logging.getLogger("recsys_cli")
 
@@ -144,7 +145,9 @@ def _hydra_app(task, config_name: str, argv: list[str], prog: str) -> None:
 
 
 def _prepare(argv: list[str]) -> None:
-    from recsys_cli.builders import build_datamodule
+    """Prepare and cache the data, then build the model once, so that whatever it prepares from the
+    data is cached too (``model/item=text``: the items' text vectors)."""
+    from recsys_cli.builders import build_datamodule, build_model
     from recsys_cli.compose import check_resolvable, compose_train
     from recsys_cli.data.prepare_stats import format_stats
 
@@ -153,6 +156,7 @@ def _prepare(argv: list[str]) -> None:
     dm = build_datamodule(cfg)
     data = dm.load()
     print(format_stats(data.stats))
+    build_model(cfg, dm.spec())
 
 
 def _evaluate(argv: list[str]) -> None:

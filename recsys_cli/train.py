@@ -24,7 +24,7 @@ from recsys_cli.builders import (
     build_trainer,
     close_loggers,
 )
-from recsys_cli.checkpoints import make_run_info
+from recsys_cli.checkpoints import initialise_from, make_run_info
 from recsys_cli.checks import check_against_data, check_resume, validate_config
 from recsys_cli.io import write_text_atomic
 from recsys_cli.reporting import objective, save_vocab, write_run_report
@@ -56,6 +56,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # the model's initial weights must not depend on whether the data came from the cache
     pl.seed_everything(cfg.seed, workers=True)
     module = build_module(cfg, dm, run_info)
+    if cfg.init_from is not None:
+        initialise_from(module, cfg.init_from)
     trainer = None
     status = "failed"
     try:

@@ -86,3 +86,28 @@ def _offline_wandb(monkeypatch):
     for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "(", ")", "'", "-"] + [
+    *"abcdefghijklmnopqrstuvwxyz0123456789",
+    *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"],
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_language_model(tmp_path_factory) -> Path:
+    """A tiny BERT (2 layers, width 16) with a character-level WordPiece tokenizer, saved as a
+    Hugging Face folder: the text item code loads it exactly as it loads a real model."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    (folder / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(TINY_VOCAB), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=64,
+    )  # fmt: skip
+    BertModel(config).save_pretrained(folder)
+    return folder

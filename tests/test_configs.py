@@ -23,6 +23,8 @@ from recsys_cli.evaluate import EVALUATE_KEYS
 ALL_YAML = sorted(CONF_DIR.rglob("*.yaml"))
 # a shared parent of the dataset files (name: ???, no reader), not an option to choose
 NOT_OPTIONS = {("data", "base")}
+# groups that exist only under an option of another group
+NEEDS = {"model/item/projection": "model/item=text"}
 
 
 def targets(node) -> list[str]:
@@ -49,7 +51,10 @@ def option_overrides() -> list:
             if (group, option) in NOT_OPTIONS:
                 continue
             prefix = "+" if group == "experiment" else ""
-            params.append(pytest.param(f"{prefix}{group}={option}", id=f"{group}={option}"))
+            override = f"{prefix}{group}={option}"
+            if group in NEEDS:
+                override = [NEEDS[group], override]
+            params.append(pytest.param(override, id=f"{group}={option}"))
     return params
 
 
@@ -99,9 +104,9 @@ def test_hydra_config_builds_the_sweep_summary():
 
 
 @pytest.mark.parametrize("override", option_overrides())
-def test_option_composes_validates_and_instantiates(override, tmp_path):
-    overrides = [] if override is None else [override]
-    cfg = compose_train(overrides)
+def test_option_composes_validates_and_instantiates(override, tmp_path, tiny_language_model):
+    overrides = [] if override is None else override if isinstance(override, list) else [override]
+    cfg = compose_train([*overrides, f"item_text.model={tiny_language_model}"])
     if "path" in cfg.data.keys() and OmegaConf.is_missing(cfg.data, "path"):
         cfg = compose_train([*overrides, f"data.path={tmp_path / 'raw'}"])
     if not torch.cuda.is_available() and cfg.trainer.accelerator != "cpu":
@@ -116,6 +121,7 @@ def test_option_composes_validates_and_instantiates(override, tmp_path):
     spec = DataSpec(
         num_items=50, num_users=4, max_len=cfg.data.max_len, scales=ScaleSet.from_config(cfg.scales),
         event_types=("view", "cart", "buy"), stat_names=tuple(f"s{i}" for i in range(9)),
+        item_fields={"title": tuple(f"item {i}" for i in range(1, 51))},
     )  # fmt: skip
     model = build_model(cfg, spec)
     assert isinstance(model, torch.nn.Module) and isinstance(model.requires_training, bool)
