@@ -228,3 +228,17 @@ def test_prepare_builds_the_text_cache_ahead_of_training(tiny_language_model, tm
     assert result.code == 0, result.err[-3000:]
     cached = list((tmp_path / "cache" / "item_text").glob("*.npy"))
     assert len(cached) == 1 and np.load(cached[0]).shape[1] == 16
+
+
+def test_a_fine_tuned_language_model_evaluates_to_the_same_numbers(tiny_language_model, tmp_path):
+    """The table follows the trained weights: evaluating the checkpoint rebuilds the frozen table,
+    loads the trained layer and encodes the catalogue again before ranking."""
+    run_dir, _ = text_run(tmp_path, tiny_language_model, "finetuned", *TEXT, "item_text.finetune.top_layers=1",
+                          "item_text.finetune.lr=0.01", "trainer.max_epochs=1")  # fmt: skip
+    trained = json.loads((run_dir / "metrics.json").read_text())["test"]
+    state = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    assert any(k.startswith("model.items.tuner.language_model.encoder.layer.1.") for k in state)
+    evaluated = run_recsys(["evaluate", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}"])
+    assert evaluated.code == 0, evaluated.err[-3000:]
+    again = json.loads(sorted((run_dir / "evaluations").glob("*.json"))[-1].read_text())["results"]["all scales"]
+    assert again["ndcg@10"] == pytest.approx(trained["ndcg@10"], abs=1e-6)
