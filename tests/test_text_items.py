@@ -242,3 +242,28 @@ def test_a_fine_tuned_language_model_evaluates_to_the_same_numbers(tiny_language
     assert evaluated.code == 0, evaluated.err[-3000:]
     again = json.loads(sorted((run_dir / "evaluations").glob("*.json"))[-1].read_text())["results"]["all scales"]
     assert again["ndcg@10"] == pytest.approx(trained["ndcg@10"], abs=1e-6)
+
+
+def test_items_held_out_of_training_are_scored_from_their_text(tiny_language_model, tmp_path):
+    from recsys_cli.builders import build_datamodule, build_module
+    from recsys_cli.compose import compose_train
+
+    cfg = compose_train(
+        [*TINY, *TEXT, "data.cold_items=0.3", f"item_text.model={tiny_language_model}", "item_text.template='{title}'",
+         f"paths.run_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    )  # fmt: skip
+    dm = build_datamodule(cfg)
+    dm.load()
+    module = build_module(cfg, dm, {})
+    held = torch.from_numpy(dm.held_out)
+    assert len(held) and (torch.from_numpy(dm.spec().item_train_counts)[held] == 0).all()
+    module.model.eval()
+    with torch.no_grad():
+        table = module.model.items()
+        scores = module.model(next(iter(dm.test_dataloader()))).last_scores()
+    # every held-out item has its own text vector and a finite score
+    assert torch.isfinite(scores[:, held]).all() and (table[held].norm(dim=1) > 0).all()
+    assert len(torch.unique(table[held], dim=0)) == len(held)
+    run_dir, _ = text_run(tmp_path, tiny_language_model, "cold", *TEXT, "data.cold_items=0.3")
+    test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert test["cold/cases"] > 0 and 0 <= test["cold/ndcg@10"] <= 1
