@@ -24,7 +24,7 @@ from recsys_cli.data.datamodule import SequenceDataModule
 from recsys_cli.data.prepare_stats import repeat_share
 from recsys_cli.data.prepared_data import PreparedData
 from recsys_cli.errors import ConfigError, RecsysError
-from recsys_cli.training.callbacks import AtomicCheckpointIO
+from recsys_cli.training.callbacks import AtomicCheckpointIO, RandomState
 from recsys_cli.training.module import RecommenderModule
 from recsys_cli.training.objective import Objective
 
@@ -110,7 +110,14 @@ def build_module(cfg: DictConfig, dm: SequenceDataModule, run_info: dict) -> Rec
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, with_callbacks: bool = True) -> pl.Trainer:
+    """The Lightning trainer of ``cfg.trainer`` with the configured callbacks and loggers.
+
+    Not choices of the config, so added here: checkpoints are written atomically and read
+    weights-only (:class:`AtomicCheckpointIO`), and every checkpoint carries the random generators'
+    state that makes a resumed run repeat the uninterrupted one (:class:`RandomState`).
+    """
     callbacks = [build(c, f"callbacks.{name}") for name, c in cfg.callbacks.items()] if with_callbacks else []
+    callbacks += [RandomState()] if with_callbacks else []
     loggers = [build(c, f"logger.{name}") for name, c in cfg.logger.items()]
     return build(
         cfg.trainer,
@@ -138,9 +145,12 @@ def close_loggers(trainer: pl.Trainer | None, status: str) -> None:
 
 
 def best_checkpoint(trainer: pl.Trainer) -> str | None:
-    """The path kept by the monitoring ModelCheckpoint (the first one with a ``monitor``)."""
+    """The path kept by the monitoring ModelCheckpoint (the first one with a ``monitor``), if it is
+    a file in that callback's own folder: what this run wrote, or copied there when it resumed.
+    A path from anywhere else (e.g. restored from a checkpoint's callback state) is never loaded."""
     for callback in trainer.checkpoint_callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
-            if Path(callback.best_model_path).exists():
+        if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path and callback.dirpath:
+            path = Path(callback.best_model_path)
+            if path.is_file() and path.resolve().parent == Path(callback.dirpath).resolve():
                 return callback.best_model_path
     return None

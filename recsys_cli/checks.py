@@ -6,18 +6,23 @@ Every check raises a :class:`~recsys_cli.errors.ConfigError` whose one line name
 
 from __future__ import annotations
 
+import inspect
 import operator
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from recsys_cli.checkpoints import load_run_checkpoint
 from recsys_cli.compose import group_options
 from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.contract.data_spec import DataSpec
+from recsys_cli.contract.params import declared_hints, problem
 from recsys_cli.contract.scales import ScaleSet
-from recsys_cli.data.datamodule import check_cold_items
 from recsys_cli.errors import ConfigError
 from recsys_cli.training.buckets import BUCKET_METRICS, FREQUENCY_BUCKETS
 from recsys_cli.training.metrics import METRIC_NAMES
@@ -71,24 +76,118 @@ def logged_metrics(cfg: DictConfig, ks: list[int]) -> list[str]:
     return names
 
 
+def _target_nodes(node: DictConfig, key: str = "") -> Iterator[tuple[str, DictConfig]]:
+    """(dotted key, node) of every ``_target_`` node under ``node``, parents before children;
+    nodes that are references to others (``text: ${item_text}``) are visited where they live."""
+    if "_target_" in node:
+        yield key, node
+    for name in node:
+        if name == "hydra" or OmegaConf.is_interpolation(node, name) or OmegaConf.is_missing(node, name):
+            continue
+        child = node[name]
+        if isinstance(child, DictConfig):
+            yield from _target_nodes(child, f"{key}.{name}" if key else str(name))
+
+
+def _source_key(node: DictConfig, key: str, name: str) -> str:
+    """The key a user sets for ``key.name``: the one it refers to when it is ``${other.key}``."""
+    raw = OmegaConf.to_container(node, resolve=False).get(name)
+    ref = re.fullmatch(r"\$\{([\w.]+)\}", raw) if isinstance(raw, str) else None
+    return ref.group(1) if ref else f"{key}.{name}" if key else name
+
+
+def check_components(cfg: DictConfig) -> None:
+    """Every value of every ``_target_`` node against the type and range its component declares
+    for that argument (:mod:`recsys_cli.contract.params`), before anything is built; and the
+    optimizer's own checks (torch validates lr, betas, eps... when one is built) on a dummy
+    parameter. A ConfigError names the key the user sets (``model.dim`` for the encoder's dim)."""
+    probe = cfg.copy()
+    OmegaConf.set_struct(probe, False)
+    probe.paths.run_dir = "RUN_DIR"  # Hydra's, not known yet (see compose.check_resolvable)
+    for key, node in _target_nodes(probe):
+        try:
+            target = get_object(node._target_)
+        except Exception:  # noqa: BLE001 - an unknown target: building it reports that
+            continue
+        for name, (hint, default) in declared_hints(target).items():
+            if name not in node:
+                continue
+            try:
+                value = node[name]
+            except OmegaConfBaseException:  # '???' or a reference to one: compose.check_resolvable
+                continue
+            wrong = problem(hint, value, default)
+            if wrong:
+                raise ConfigError(f"{_source_key(node, key, name)}={value!r}: {wrong}")
+    _check_optimizer(probe.optimizer)
+
+
+def _check_optimizer(node: DictConfig) -> None:
+    """Build the (partial) optimizer on one dummy parameter; a value it refuses is found by
+    leaving each key to the optimizer's default in turn."""
+    import torch
+    from hydra.utils import instantiate
+
+    def refusal(settings: dict) -> Exception | None:
+        try:
+            build = instantiate(settings)
+        except Exception:  # noqa: BLE001 - not buildable at all: the run's builder reports it
+            return None
+        try:
+            build([torch.nn.Parameter(torch.zeros(1))])
+        except (ValueError, TypeError) as err:
+            return err
+        return None
+
+    try:
+        settings = OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException:  # reported by compose.check_resolvable
+        return
+    if not settings.get("_partial_") or (err := refusal(settings)) is None:
+        return
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    for name in [k for k in settings if not k.startswith("_")]:
+        if refusal({k: v for k, v in settings.items() if k != name}) is None:
+            known = name in inspect.signature(get_object(settings["_target_"])).parameters
+            todo = "use a value it accepts" if known else "remove the key"
+            raise ConfigError(
+                f"optimizer.{name}={settings[name]!r}: {settings['_target_']} refuses it ({reason}); {todo}"
+            )
+    raise ConfigError(f"optimizer ({settings['_target_']}): {reason}; check the keys under optimizer")
+
+
+def _trains(cfg: DictConfig) -> bool:
+    """Whether the model of ``cfg`` is trained by gradient steps (count baselines are not)."""
+    try:
+        return bool(getattr(get_object(cfg.model._target_), "requires_training", True))
+    except Exception:  # noqa: BLE001 - an unknown target: building it reports that
+        return True
+
+
 def validate_config(cfg: DictConfig) -> None:
-    """Checks that need no data: types and ranges of the main keys, metric names, the checkpoint
-    to resume from. Raises ConfigError (one line naming the key) on the first problem."""
+    """Checks that need no data: types and ranges of the main keys and of every component's
+    arguments (:func:`check_components`), metric names, the checkpoint to resume from. Raises
+    ConfigError (one line naming the key) on the first problem."""
     for section in REQUIRED_SECTIONS:
         if section not in cfg.keys():
             options = ", ".join(group_options(section)) if (CONF_DIR / section).is_dir() else ""
             hint = f"; choose one of its options ({options})" if options else ""
             raise ConfigError(f"the config has no '{section}' section (removed with ~{section}?){hint}")
-    for key, low in (("seed", 0), ("data.max_len", 2), ("data.batch_size", 1), ("data.eval_batch_size", 1)):
-        _int_at_least(OmegaConf.select(cfg, key), key, low)
-    _int_at_least(OmegaConf.select(cfg, "trainer.max_epochs"), "trainer.max_epochs", -1, allow_none=True)
+    _int_at_least(OmegaConf.select(cfg, "seed"), "seed", 0)
+    check_components(cfg)
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    _int_at_least(epochs, "trainer.max_epochs", -1, allow_none=True)
+    if epochs == 0 and _trains(cfg):
+        raise ConfigError(
+            "trainer.max_epochs=0: the model would not be trained, and its metrics would be those of "
+            "its random initial weights; use 1 or more (or -1: until early stopping)"
+        )
     ks = cfg.metrics.ks
     if not isinstance(ks, ListConfig) or not ks:
         raise ConfigError(f"metrics.ks={ks!r}: use a non-empty list of cut-offs, e.g. [10, 20]")
     for i, k in enumerate(ks):
         _int_at_least(k, f"metrics.ks[{i}]", 1)
     ks = [int(k) for k in ks]
-    check_cold_items(OmegaConf.select(cfg, "data.cold_items", default=0.0))
     if cfg.metrics.filter_seen not in (True, False, "auto"):
         raise ConfigError(f"metrics.filter_seen={cfg.metrics.filter_seen!r}: use true, false or auto")
     ScaleSet.from_config(cfg.scales)

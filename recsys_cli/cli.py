@@ -60,8 +60,9 @@ def train_task(cfg: DictConfig) -> float:
     """Hydra's task function: train one job and return the value of ``optimized_metric``.
 
     In a multirun a failing job is recorded (``metrics.json`` with status ``failed`` and the error,
-    picked up by the sweep summary) and returns NaN, so the other jobs go on; in a single run a
-    user error ends the command with one ``error:`` line.
+    picked up by the sweep summary) and returns NaN, so the other jobs go on (the command then ends
+    with one ``error:`` line, see :func:`_check_sweep_outcome`); in a single run a user error ends
+    the command with one ``error:`` line.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -121,6 +122,18 @@ def check_train_args(argv: list[str]) -> None:
             check_resume(cfg)
 
 
+def _check_sweep_outcome() -> None:
+    """A multirun in which jobs failed ends with an error line (and exit status 2) after its
+    summary is written; the other jobs' results stand."""
+    callbacks = sys.modules.get("recsys_cli.training.callbacks")  # not imported: no sweep ran
+    for jobs, failed, summary in callbacks.take_sweep_outcomes() if callbacks else []:
+        if failed:
+            raise RecsysError(
+                f"{failed} of {jobs} jobs of the sweep failed; {summary} has each job's status and "
+                "error (the other jobs' results are there too)"
+            )
+
+
 def _hydra_app(task, config_name: str, argv: list[str], prog: str) -> None:
     """Run ``task`` as a Hydra app on ``argv``.
 
@@ -148,11 +161,13 @@ def _prepare(argv: list[str]) -> None:
     """Prepare and cache the data, then build the model once, so that whatever it prepares from the
     data is cached too (``model/item=text``: the items' text vectors)."""
     from recsys_cli.builders import build_datamodule, build_model
+    from recsys_cli.checks import check_components
     from recsys_cli.compose import check_resolvable, compose_train
     from recsys_cli.data.prepare_stats import format_stats
 
     cfg = compose_train(argv)
     check_resolvable(cfg)
+    check_components(cfg)
     dm = build_datamodule(cfg)
     data = dm.load()
     print(format_stats(data.stats))
@@ -183,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         if command == "train":
             check_train_args(rest)
             _hydra_app(train_task, "train", rest, "recsys train")
+            _check_sweep_outcome()
         elif command in ("evaluate", "prepare"):
             logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
             (_evaluate if command == "evaluate" else _prepare)(rest)

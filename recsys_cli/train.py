@@ -67,11 +67,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         started = time.perf_counter()
         epochs = 0
         if module.model.requires_training:
-            trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+            # every checkpoint Lightning reads is read weights-only (also forced by AtomicCheckpointIO);
+            # a resumed run reads only ckpt_path (checked by check_resume) and files in its own
+            # folder that were checked when carried over (RunCheckpoint)
+            trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
             epochs = trainer.current_epoch
             best = best_checkpoint(trainer)
-            trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
-            trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
+            trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)
+            trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)
         else:  # count baselines: fitted on the split's training events, no gradient steps
             module.model.fit(*dm.train_events())
             trainer.validate(module, datamodule=dm, verbose=False)

@@ -16,6 +16,9 @@ The cases and where they are tested:
   changing during the read: tests/test_prepare.py (test_cache_*, test_interrupted_*,
   test_killed_*, test_damaged_*, test_file_changing_*)
 * the CLI prints the one line with ``error:`` and exits with status 2 (no traceback)
+* recognised from the data itself (sniffed encodings and formats, timestamps whose unit or dates
+  the values contradict, two MovieLens releases in a folder, unknown Taobao behaviours, dropped
+  rows in the statistics): tests/test_sniffed_inputs.py
 """
 
 from __future__ import annotations

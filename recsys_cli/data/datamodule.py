@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator
+from typing import Annotated, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -39,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from recsys_cli.contract.data_spec import DataSpec
+from recsys_cli.contract.params import Fraction, NonNegativeInt, PositiveInt, Range
 from recsys_cli.contract.scales import ScaleSet
 from recsys_cli.data.formats.base import DatasetReader
 from recsys_cli.data.prepare import prepare
@@ -195,15 +197,15 @@ class SequenceDataModule(pl.LightningDataModule):
         reader: DatasetReader | Callable[[], DatasetReader],
         preparation: dict | DictConfig,
         split: Callable[[PreparedData], Split],
-        max_len: int,
-        batch_size: int,
-        eval_batch_size: int,
-        train_windows: str = "all",
-        num_workers: int = 0,
+        max_len: Annotated[int, Range(min=2)],
+        batch_size: PositiveInt,
+        eval_batch_size: PositiveInt,
+        train_windows: Literal["all", "last"] = "all",
+        num_workers: NonNegativeInt = 0,
         cache_dir: str | None = None,
         scales: ScaleSet | None = None,
         seed: int = 0,
-        cold_items: float = 0.0,
+        cold_items: Fraction = 0.0,
         **_: object,  # dataset keys the reader's config refers to (e.g. data.path)
     ):
         super().__init__()

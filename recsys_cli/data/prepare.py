@@ -23,6 +23,7 @@ from recsys_cli.data.prepared_cache import (
     discard_damaged,
     fingerprint,
     load_prepared,
+    remove_dead_tmp,
     save_prepared,
 )
 from recsys_cli.data.prepared_data import PreparationConfig, PreparedData
@@ -153,7 +154,7 @@ def prepare_events(raw: RawDataset, config: PreparationConfig) -> PreparedData:
                 "the reader must drop or reject them"
             )
     has_time = raw.has_time
-    stats: dict = {"raw_events": events.height}
+    stats: dict = {**getattr(raw, "read_stats", {}), "raw_events": events.height}
 
     user_codes, user_vocab = _codes(events.get_column("user_id"))
     item_codes, item_vocab = _codes(events.get_column("item_id"))
@@ -363,6 +364,7 @@ def prepare(
     """
     key = fingerprint(reader, config)
     folder = Path(cache_dir) / f"{name}-{key}" if cache_dir else None
+    remove_dead_tmp(cache_dir)  # what killed preparations left
     if folder is not None and (folder / "meta.json").exists():
         try:
             data = load_prepared(folder, key)

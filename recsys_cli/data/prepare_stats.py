@@ -60,6 +60,7 @@ def describe(data: PreparedData) -> dict:
 
 
 STAT_LABELS = {
+    "invalid_timestamps_dropped": "rows dropped (invalid timestamps)",
     "raw_events": "events read",
     "duplicates_dropped": "duplicate events dropped",
     "users_dropped": "users dropped (too few events)",

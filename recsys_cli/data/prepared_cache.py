@@ -3,9 +3,10 @@
 The cache lives in ``<cache_dir>/<name>-<fingerprint>/`` where the fingerprint covers the input
 files (path, size, mtime), the reader's settings, the preparation settings and the code version.
 It is written to a temporary folder and renamed into place, so an interrupted preparation never
-leaves a folder that a later run would take as valid. Temporary folders of killed preparations
-are removed once stale, and a damaged entry is discarded. Whether an entry is read or built (and
-what is logged about it) is decided by :func:`recsys_cli.data.prepare.prepare`.
+leaves a folder that a later run would take as valid. The temporary folders of killed
+preparations are removed by the next preparation (their writer's process is gone), and a damaged
+entry is discarded. Whether an entry is read or built (and what is logged about it) is decided by
+:func:`recsys_cli.data.prepare.prepare`.
 
 A folder holds ``arrays.npz`` (the CSR arrays), ``items.parquet`` (raw item ids and titles),
 ``item_fields.parquet`` (one text column per item field, rows in item index order; only when
@@ -19,7 +20,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +28,12 @@ import polars as pl
 from recsys_cli import __version__
 from recsys_cli.data.formats.base import DatasetReader
 from recsys_cli.data.prepared_data import PreparationConfig, PreparedData
+from recsys_cli.io import remove_dead_leftovers, writer_tag
 
 # Bump when the prepared layout or the preparation logic changes: invalidates every cache.
-# 4: the items' text fields (item_fields.parquet).
-PREPARE_VERSION = 4
+# 4: the items' text fields (item_fields.parquet). 5: read counts in the statistics (rows dropped
+# for invalid timestamps), stricter timestamp checks.
+PREPARE_VERSION = 5
 
 
 def fingerprint(reader: DatasetReader, config: PreparationConfig) -> str:
@@ -45,8 +47,6 @@ def fingerprint(reader: DatasetReader, config: PreparationConfig) -> str:
 
 _ARRAYS = ("offsets", "items", "times", "event_types", "categories")
 _TMP_MARK = ".tmp-"
-# Temporary folders of preparations killed without cleaning up are removed after this long.
-_STALE_TMP_SECONDS = 6 * 3600
 
 
 def save_prepared(data: PreparedData, folder: Path) -> None:
@@ -55,8 +55,8 @@ def save_prepared(data: PreparedData, folder: Path) -> None:
     interrupted save leaves nothing that :func:`prepare` would load."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp(folder)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}{_TMP_MARK}", dir=folder.parent))
+    remove_dead_tmp(folder.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}{_TMP_MARK}{writer_tag()}-", dir=folder.parent))
     try:
         np.savez(tmp / "arrays.npz", **{k: getattr(data, k) for k in _ARRAYS})
         items_table = {"item_id": pl.Series(data.item_vocab)}
@@ -86,15 +86,12 @@ def save_prepared(data: PreparedData, folder: Path) -> None:
         raise
 
 
-def _remove_stale_tmp(folder: Path) -> None:
-    """Remove temporary folders of this cache entry left by preparations that were killed."""
-    now = time.time()
-    for stale in folder.parent.glob(f".{folder.name}{_TMP_MARK}*"):
-        try:
-            if now - stale.stat().st_mtime > _STALE_TMP_SECONDS:
-                shutil.rmtree(stale, ignore_errors=True)
-        except OSError:
-            pass
+def remove_dead_tmp(cache_dir: str | Path | None) -> None:
+    """Remove the temporary folders in ``cache_dir`` that preparations left when they were killed
+    (their process is gone; see :func:`recsys_cli.io.remove_dead_leftovers`); a preparation that
+    is still running keeps its folder."""
+    if cache_dir is not None and Path(cache_dir).is_dir():
+        remove_dead_leftovers(cache_dir, f".*{_TMP_MARK}*")
 
 
 def load_prepared(folder: Path, expected_fingerprint: str | None = None) -> PreparedData:
@@ -137,7 +134,7 @@ def load_prepared(folder: Path, expected_fingerprint: str | None = None) -> Prep
 
 def discard_damaged(folder: Path) -> None:
     """Move a damaged cache folder aside (atomically) and delete it."""
-    trash = folder.with_name(f".{folder.name}{_TMP_MARK}damaged-{os.getpid()}")
+    trash = folder.with_name(f".{folder.name}{_TMP_MARK}damaged-{writer_tag()}-{os.urandom(4).hex()}")
     try:
         os.replace(folder, trash)
     except OSError:

@@ -14,6 +14,7 @@ from torch import nn
 from recsys_cli.contract.batch import Batch
 from recsys_cli.contract.data_spec import DataSpec
 from recsys_cli.contract.output import ModelOutput
+from recsys_cli.contract.params import NonNegative
 
 
 class MostPopular(nn.Module):
@@ -49,7 +50,7 @@ class MarkovChain(nn.Module):
     requires_training = False
     scale_names: list[str] = []
 
-    def __init__(self, spec: DataSpec, popularity_weight: float = 1e-6):
+    def __init__(self, spec: DataSpec, popularity_weight: NonNegative = 1e-6):
         super().__init__()
         self.num_items, self.popularity_weight = spec.num_items, popularity_weight
         self.register_buffer("crow", torch.zeros(self.num_items + 2, dtype=torch.long))

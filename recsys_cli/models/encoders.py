@@ -8,15 +8,25 @@ encoder is used is chosen by config (``model/encoder=gru|lstm|transformer``), bu
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from recsys_cli.contract.params import Fraction, PositiveInt
 
 
 class RNNEncoder(nn.Module):
     """GRU or LSTM over the sequence (GRU4Rec-style when used with the dense objective)."""
 
-    def __init__(self, dim: int, num_layers: int = 1, dropout: float = 0.1, cell: str = "gru"):
+    def __init__(
+        self,
+        dim: PositiveInt,
+        num_layers: PositiveInt = 1,
+        dropout: Fraction = 0.1,
+        cell: Literal["gru", "lstm"] = "gru",
+    ):
         super().__init__()
         cells = {"gru": nn.GRU, "lstm": nn.LSTM}
         if cell not in cells:
@@ -73,12 +83,12 @@ class TransformerEncoder(nn.Module):
 
     def __init__(
         self,
-        dim: int,
-        max_len: int,
-        num_layers: int = 2,
-        num_heads: int = 2,
-        dropout: float = 0.2,
-        ffn_mult: int = 4,
+        dim: PositiveInt,
+        max_len: PositiveInt,
+        num_layers: PositiveInt = 2,
+        num_heads: PositiveInt = 2,
+        dropout: Fraction = 0.2,
+        ffn_mult: PositiveInt = 4,
     ):
         super().__init__()
         self.positions = nn.Embedding(max_len, dim)

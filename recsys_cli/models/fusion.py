@@ -11,11 +11,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys_cli.contract.params import Fraction
+
 
 class Fusion(nn.Module):
     """Base: subclasses implement :meth:`combine`; this handles ablation and the empty case."""
 
-    def __init__(self, dim: int, num_scales: int, dropout: float = 0.1):
+    def __init__(self, dim: int, num_scales: int, dropout: Fraction = 0.1):
         super().__init__()
         self.dim, self.num_scales = dim, num_scales
         self.norm = nn.LayerNorm(dim)
@@ -40,7 +42,7 @@ class Fusion(nn.Module):
 class ConcatFusion(Fusion):
     """MLP over [h; v_1; ...; v_S]; a scale's weight is its share of the first layer's norm."""
 
-    def __init__(self, dim: int, num_scales: int, dropout: float = 0.1):
+    def __init__(self, dim: int, num_scales: int, dropout: Fraction = 0.1):
         super().__init__(dim, num_scales, dropout)
         self.mlp = nn.Sequential(nn.Linear((num_scales + 1) * dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
@@ -55,7 +57,7 @@ class ConcatFusion(Fusion):
 class WeightedFusion(Fusion):
     """Learned softmax weights per scale: sum_s w_s v_s."""
 
-    def __init__(self, dim: int, num_scales: int, dropout: float = 0.1):
+    def __init__(self, dim: int, num_scales: int, dropout: Fraction = 0.1):
         super().__init__(dim, num_scales, dropout)
         self.logits = nn.Parameter(torch.zeros(num_scales))
 
@@ -73,7 +75,7 @@ class GateFusion(Fusion):
     an S x D x D map per position, about as much as the rest of the scale path.)
     """
 
-    def __init__(self, dim: int, num_scales: int, dropout: float = 0.1):
+    def __init__(self, dim: int, num_scales: int, dropout: Fraction = 0.1):
         super().__init__(dim, num_scales, dropout)
         self.gate = nn.Linear(dim, num_scales * dim)
 
@@ -89,7 +91,7 @@ class GateFusion(Fusion):
 class AttentionFusion(Fusion):
     """Attention over the scale vectors with the encoder state as query; weight = attention mass."""
 
-    def __init__(self, dim: int, num_scales: int, dropout: float = 0.1):
+    def __init__(self, dim: int, num_scales: int, dropout: Fraction = 0.1):
         super().__init__(dim, num_scales, dropout)
         self.query = nn.Linear(dim, dim)
         self.key = nn.Linear(dim, dim)

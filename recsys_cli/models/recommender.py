@@ -16,6 +16,7 @@ from torch import nn
 from recsys_cli.contract.batch import Batch
 from recsys_cli.contract.data_spec import DataSpec
 from recsys_cli.contract.output import ModelOutput
+from recsys_cli.contract.params import Fraction, PositiveInt
 from recsys_cli.errors import ConfigError
 from recsys_cli.models.fusion import Fusion
 from recsys_cli.models.items import ItemRepresentation
@@ -35,14 +36,14 @@ class SequenceRecommender(nn.Module):
     def __init__(
         self,
         spec: DataSpec,
-        dim: int,
+        dim: PositiveInt,
         encoder: Callable[[], nn.Module],
         fusion: Callable[..., Fusion],
         item: Callable[..., ItemRepresentation],
         share_encoder: bool = True,
         use_event_types: bool = True,
         use_categories: bool = False,
-        dropout: float = 0.2,
+        dropout: Fraction = 0.2,
     ):
         super().__init__()
         self.num_items, self.dim, self.max_len = spec.num_items, dim, spec.max_len

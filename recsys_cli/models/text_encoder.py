@@ -31,12 +31,13 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from recsys_cli.contract.params import PositiveInt, Range
 from recsys_cli.errors import ConfigError
 from recsys_cli.io import atomic_write
 
@@ -192,9 +193,9 @@ class ItemTextEncoder:
         self,
         model: str,
         template: str,
-        pooling: str = "mean",
-        max_length: int = 64,
-        batch_size: int = 128,
+        pooling: Literal["mean", "cls"] = "mean",
+        max_length: Annotated[int, Range(min=2)] = 64,
+        batch_size: PositiveInt = 128,
         cache_dir: str | None = None,
         finetune: Mapping | None = None,
     ):

@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn
 
 from recsys_cli.contract.batch import Batch
 from recsys_cli.contract.data_spec import DataSpec
+from recsys_cli.contract.params import Fraction, PositiveInt
 from recsys_cli.errors import ConfigError
 from recsys_cli.models.items import IdEmbedding, ItemRepresentation
 from recsys_cli.models.text_encoder import ItemTextEncoder, pool
@@ -55,7 +57,7 @@ def _init(linear: nn.Linear, fan_in: int, dim: int) -> nn.Linear:
 class LinearProjection(nn.Module):
     """[.., E] -> [.., D]: one linear map."""
 
-    def __init__(self, text_dim: int, dim: int, dropout: float = 0.1):
+    def __init__(self, text_dim: int, dim: int, dropout: Fraction = 0.1):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.linear = _init(nn.Linear(text_dim, dim), text_dim, dim)
@@ -67,7 +69,7 @@ class LinearProjection(nn.Module):
 class MLPProjection(nn.Module):
     """[.., E] -> [.., D]: Linear(E, E) - GELU - Linear(E, D)."""
 
-    def __init__(self, text_dim: int, dim: int, dropout: float = 0.1):
+    def __init__(self, text_dim: int, dim: int, dropout: Fraction = 0.1):
         super().__init__()
         self.net = nn.Sequential(
             nn.Dropout(dropout),
@@ -89,7 +91,9 @@ class MoEAdaptor(nn.Module):
     (deterministic evaluation; it did not matter in its ablation).
     """
 
-    def __init__(self, text_dim: int, dim: int, num_experts: int = 8, dropout: float = 0.1):
+    def __init__(
+        self, text_dim: int, dim: int, num_experts: PositiveInt = 8, dropout: Fraction = 0.1
+    ):
         super().__init__()
         if num_experts < 1:
             raise ConfigError(f"model.item.projection.num_experts={num_experts}: use at least 1")
@@ -159,7 +163,7 @@ class IdTextItems(TextItems):
         dim: int,
         text: ItemTextEncoder,
         projection: Callable[..., nn.Module],
-        fusion: str = "add",
+        fusion: Literal["add", "concat", "gate"] = "add",
     ):
         if fusion not in FUSIONS:
             raise ConfigError(f"model.item.fusion={fusion!r}: valid choices are {', '.join(FUSIONS)}")

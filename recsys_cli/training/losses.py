@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from recsys_cli.contract.batch import Batch
 from recsys_cli.contract.output import ModelOutput
+from recsys_cli.contract.params import NonNegative, PositiveInt
 from recsys_cli.errors import ConfigError
 from recsys_cli.training.objective import ObjectiveTerm
 
@@ -35,7 +36,7 @@ class FullSoftmaxCE(NextItemTerm):
     Logits are built in chunks of ``chunk_size`` positions so memory stays at chunk x N.
     """
 
-    def __init__(self, weight: float = 1.0, chunk_size: int = 4096):
+    def __init__(self, weight: NonNegative = 1.0, chunk_size: PositiveInt = 4096):
         super().__init__(weight)
         self.chunk_size = chunk_size
 
@@ -55,7 +56,9 @@ class SampledSoftmax(NextItemTerm):
     no logQ correction.
     """
 
-    def __init__(self, weight: float = 1.0, num_negatives: int = 256, seed: int = 0):
+    def __init__(
+        self, weight: NonNegative = 1.0, num_negatives: PositiveInt = 256, seed: int = 0
+    ):
         super().__init__(weight)
         if num_negatives < 1:
             raise ConfigError(f"objective.next_item.num_negatives={num_negatives}: use at least 1")
@@ -75,7 +78,7 @@ class SampledSoftmax(NextItemTerm):
 class BCEOneNegative(NextItemTerm):
     """Binary cross-entropy with one uniformly sampled negative per position (original SASRec)."""
 
-    def __init__(self, weight: float = 1.0, seed: int = 0):
+    def __init__(self, weight: NonNegative = 1.0, seed: int = 0):
         super().__init__(weight)
         self.generator = torch.Generator().manual_seed(seed)
 

@@ -220,7 +220,7 @@ class AmazonReader(DatasetReader):
         )
 
     def _read_json(self, path: Path) -> pl.DataFrame:
-        keys = peek_json_keys(path, WHAT)
+        keys = peek_json_keys(path, WHAT, self.encoding)
         if {"reviewerID", "asin"} <= keys:
             schema, user, unit, time, rating, verified = (
                 SCHEMA_2018,
@@ -280,7 +280,7 @@ class AmazonReader(DatasetReader):
         return events
 
     def _read_meta(self, path: Path) -> pl.DataFrame:
-        keys = peek_json_keys(path, META_WHAT)
+        keys = peek_json_keys(path, META_WHAT, self.encoding)
         if "parent_asin" in keys:
             schema, item, main, cats, brand = (
                 META_2023, "parent_asin", "main_category", "categories", "store",

@@ -55,6 +55,9 @@ class RawDataset:
     source_files: list[Path] = field(default_factory=list)
     name: str = "dataset"
     users: pl.DataFrame | None = None
+    # what reading left out, counted (e.g. rows with invalid timestamps dropped); preparation
+    # puts these counts into its statistics
+    read_stats: dict[str, int] = field(default_factory=dict)
 
     @property
     def has_time(self) -> bool:

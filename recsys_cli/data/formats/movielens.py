@@ -33,7 +33,12 @@ from recsys_cli.data.formats.canonical.assemble import (
     year_of,
 )
 from recsys_cli.data.formats.canonical.csv_files import check_field_count, read_csv, read_lines
-from recsys_cli.data.formats.canonical.files import first_line, require_dir, require_file
+from recsys_cli.data.formats.canonical.files import (
+    check_text,
+    first_line,
+    require_dir,
+    require_file,
+)
 from recsys_cli.data.formats.canonical.messages import Where, first_row, fmt_list, one_line, short
 from recsys_cli.errors import DataError
 
@@ -78,6 +83,7 @@ RATING_FIELDS = ("UserID", "MovieID", "Rating", "Timestamp")
 def _decode_legacy(path: Path) -> str:
     """Text of a GroupLens movie list: UTF-8 when valid, else Latin-1 (ml-100k, ml-1m)."""
     raw = require_file(path, "the MovieLens movie list", DOWNLOAD).read_bytes()
+    check_text(path, encoding_key=None)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -113,12 +119,19 @@ class MovieLensReader(DatasetReader):
         if folder.is_file():
             folder = folder.parent
         require_dir(folder, EXPECTED, DOWNLOAD)
-        candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
-        for base in candidates:
-            for variant, ratings, movies in VARIANTS:
-                if (base / ratings).is_file():
-                    movie_path = base / movies
-                    return variant, base / ratings, movie_path if movie_path.is_file() else None
+        for bases in ([folder], sorted(p for p in folder.iterdir() if p.is_dir())):
+            found = [(v, b, r, m) for b in bases for v, r, m in VARIANTS if (b / r).is_file()]
+            if len(found) > 1:
+                names = [f"{(b / r).relative_to(folder)} ({v})" for v, b, r, _ in found]
+                raise DataError(
+                    f"{folder}: holds the ratings of more than one MovieLens release "
+                    f"({', '.join(names)}), so which to read is unclear; set data.path to a "
+                    "folder with only one of them"
+                )
+            if found:
+                variant, base, ratings, movies = found[0]
+                movie_path = base / movies
+                return variant, base / ratings, movie_path if movie_path.is_file() else None
         found = sorted(p.name for p in folder.iterdir())
         archives = [name for name in found if name.lower().endswith(".zip")]
         todo = f"unzip {archives[0]} in this folder" if archives else f"{DOWNLOAD} into this folder"
@@ -158,7 +171,7 @@ class MovieLensReader(DatasetReader):
     @staticmethod
     def _read_100k(path: Path) -> pl.DataFrame:
         names = ["user", "item", "rating", "timestamp"]
-        check_field_count(path, "\t", names, fmt="ml-100k u.data")
+        check_field_count(path, "\t", names, encoding_key=None, fmt="ml-100k u.data")
         df = read_csv(
             path,
             separator="\t",
@@ -217,7 +230,7 @@ class MovieLensReader(DatasetReader):
             "timestamp": pl.Int64,
         }
         require_file(path, "ratings.dat (UserID::MovieID::Rating::Timestamp)", DOWNLOAD)
-        first = first_line(path)
+        first = first_line(path, encoding_key=None)
         if first.count("::") != 3:
             self._dat_error(path)
         df = read_csv(
@@ -261,6 +274,7 @@ class MovieLensReader(DatasetReader):
                 "timestamp": pl.Int64,
             },
             required=columns,
+            encoding_key=None,
             what="a MovieLens ratings.csv (header userId,movieId,rating,timestamp)",
             hint=DOWNLOAD,
         )
@@ -345,6 +359,7 @@ class MovieLensReader(DatasetReader):
             path,
             dtypes={"movieId": pl.Int64, "title": pl.String, "genres": pl.String},
             required=["movieId", "title", "genres"],
+            encoding_key=None,
             what="a MovieLens movies.csv (header movieId,title,genres)",
             hint=DOWNLOAD,
         )

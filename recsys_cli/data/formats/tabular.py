@@ -169,6 +169,7 @@ class TabularReader(DatasetReader):
             "set data.columns.<name> to the file's column names",
         )
         labels = {v: v for v in cols.values()}
+        counts: dict[str, int] = {}
         events = build_events(
             df,
             where,
@@ -184,11 +185,16 @@ class TabularReader(DatasetReader):
             time_format=self.timestamp_format,
             on_invalid=self.invalid_timestamps,
             drop_key="data.reader.invalid_timestamps",
+            counts=counts,
         )
         items = self._items(items_path) if items_path is not None else None
         events = finish_events(attach_item_category(events, items), path)
         return RawDataset(
-            events=events, items=items, source_files=self.source_files(), name=path.stem
+            events=events,
+            items=items,
+            source_files=self.source_files(),
+            name=path.stem,
+            read_stats=counts,
         )
 
     def _items(self, path: Path) -> pl.DataFrame:

@@ -16,7 +16,7 @@ from recsys_cli.data.formats.base import DatasetReader, RawDataset
 from recsys_cli.data.formats.canonical.assemble import build_events, finish_events
 from recsys_cli.data.formats.canonical.csv_files import check_field_count, read_csv
 from recsys_cli.data.formats.canonical.files import first_line, locate_file
-from recsys_cli.data.formats.canonical.messages import Where, short
+from recsys_cli.data.formats.canonical.messages import Where, first_row, short
 from recsys_cli.data.formats.canonical.options import (
     INVALID_TIMESTAMPS,
     check_choice,
@@ -81,9 +81,19 @@ class TaobaoReader(DatasetReader):
         )
         if has_header:
             df = df.rename(dict(zip(df.columns, NAMES, strict=True)))
+        where = Where(path, first_line=2 if has_header else 1)
+        behaviour = df.get_column("behavior_type")
+        row = first_row(~behaviour.is_in(list(EVENT_TYPES)).fill_null(False))
+        if row is not None:
+            shown = short(behaviour[row] or "")
+            raise DataError(
+                f"{where.at(row, 'behavior_type')}: behaviour {shown} is not one of "
+                f"{', '.join(EVENT_TYPES)} (the Taobao UserBehavior types); fix or remove that row"
+            )
+        counts: dict[str, int] = {}
         events = build_events(
             df,
-            Where(path, first_line=2 if has_header else 1),
+            where,
             user="user_id",
             item="item_id",
             timestamp="timestamp",
@@ -93,7 +103,12 @@ class TaobaoReader(DatasetReader):
             event_map=EVENT_TYPES,
             on_invalid=self.invalid_timestamps,
             drop_key="data.reader.invalid_timestamps",
+            counts=counts,
         )
         return RawDataset(
-            events=finish_events(events, path), items=None, source_files=[path], name=self.name
+            events=finish_events(events, path),
+            items=None,
+            source_files=[path],
+            name=self.name,
+            read_stats=counts,
         )

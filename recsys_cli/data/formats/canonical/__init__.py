@@ -11,7 +11,9 @@ The modules (import from them directly; this package re-exports nothing):
 * ``options``: config values (encoding, separator, choices, column mappings);
 * ``messages``: the pieces of error messages and :class:`messages.Where` (row -> file line);
 * ``files``: ``require_dir``, ``require_file``, ``locate_file`` (the data file inside
-  ``data.path``), gzip-transparent ``open_binary`` / ``first_line``, UTF-8 diagnostics;
+  ``data.path``), gzip-transparent ``open_binary`` / ``first_line``, ``check_text`` (a binary
+  format or UTF-16 / UTF-32 text named, from the bytes ``sniff`` recognises), UTF-8 diagnostics;
+* ``sniff``: what the first bytes of a file show it to be (magic bytes, byte-order marks);
 * ``csv_files``: ``read_csv`` (typed fast path, string fallback for diagnostics),
   ``read_lines``, ``require_columns``, ``check_field_count``;
 * ``json_lines``: ``iter_ndjson`` (chunked JSON lines, plain or gzip), ``peek_json_keys``;

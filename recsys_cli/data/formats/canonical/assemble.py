@@ -23,6 +23,8 @@ CANONICAL_EVENT_COLUMNS = ("user_id", "item_id", "timestamp", "event_type", "cat
 # the items' text fields (Utf8), in the order the items frame holds them
 ITEM_TEXT_COLUMNS = ("title", "category", "genres", "year", "brand", "description")
 CANONICAL_ITEM_COLUMNS = ("item_id", *ITEM_TEXT_COLUMNS)
+# the read statistic counting the rows dropped for invalid timestamps
+INVALID_TIMES_DROPPED = "invalid_timestamps_dropped"
 # a year in parentheses at the end of a title: "Toy Story (1995)"
 TITLE_YEAR = r"\((\d{4})\)\s*$"
 
@@ -63,11 +65,14 @@ def build_events(
     on_invalid: str = "error",
     drop_key: str | None = None,
     allow_empty: bool = False,
+    counts: dict[str, int] | None = None,
 ) -> pl.DataFrame:
     """The canonical events frame from ``df`` whose columns are named by the arguments.
 
     Other columns (not consumed and not in ``drop``) are kept as context; one whose name
-    clashes with a canonical column gets the suffix ``_raw``.
+    clashes with a canonical column gets the suffix ``_raw``. Rows dropped for invalid
+    timestamps (``on_invalid='drop'``) are logged and added to ``counts`` (the reader's
+    ``RawDataset.read_stats``, printed with the preparation statistics).
     """
     labels = dict(labels or {})
 
@@ -114,6 +119,8 @@ def build_events(
         if dropped:
             log.warning("%s: dropped %d rows with invalid timestamps", where.path, dropped)
             frame = frame.filter(keep)
+            if counts is not None:
+                counts[INVALID_TIMES_DROPPED] = counts.get(INVALID_TIMES_DROPPED, 0) + dropped
     if frame.height == 0 and not allow_empty:
         raise DataError(f"{where.path}: no events left to read; check the file contents")
     return frame

@@ -6,6 +6,7 @@ A bad value raises a DataError naming the file, line, column and value (see
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 import polars as pl
@@ -19,6 +20,57 @@ _US_PER = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
 _UNIT_WORDS = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
 # Epoch seconds above this are after the year 5000: the unit must be wrong.
 _MAX_PLAUSIBLE_SECONDS = 1e11
+# Epoch seconds below this (1973-03-03) are no event times of a log whose other events are later
+# (a placeholder such as 0), and a log whose events all are is read in a unit that is too fine
+# when a coarser one gives dates after it (seconds read as milliseconds: all in January 1970).
+_EARLIEST_PLAUSIBLE_SECONDS = 1e8
+# Event times later than the present by more than this (clock skew, time zones) are invalid.
+_FUTURE_MARGIN_SECONDS = 2 * 86400
+
+
+def _day(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d")
+
+
+def _check_unit(
+    seconds: pl.Series, unit: str, where: Where, column: str, unit_key: str | None
+) -> None:
+    """DataError when every timestamp falls right after 1970 but a coarser unit reads them as
+    dates of the last decades (the values' span and place say which unit they are in)."""
+    lo, hi = seconds.min(), seconds.max()
+    if hi is None or hi >= _EARLIEST_PLAUSIBLE_SECONDS:
+        return
+    for alt in ("s", "ms", "us"):
+        ratio = _US_PER[alt] / _US_PER[unit]
+        if ratio > 1 and lo * ratio >= _EARLIEST_PLAUSIBLE_SECONDS and hi * ratio < time.time():
+            todo = (
+                f"set {unit_key}={alt}"
+                if unit_key
+                else f"this format stores {_UNIT_WORDS[unit]}: is it the right file? (convert the "
+                f"column to {_UNIT_WORDS[unit]})"
+            )
+            raise DataError(
+                f"{where.path}, column {column!r}: read as {_UNIT_WORDS[unit]}, every timestamp falls "
+                f"between {_day(lo)} and {_day(hi)} (a span of {(hi - lo) / 86400:.2f} days); read as "
+                f"{_UNIT_WORDS[alt]} they span {(hi - lo) * ratio / 86400:.1f} days, {_day(lo * ratio)} "
+                f"to {_day(hi * ratio)}: the values are {_UNIT_WORDS[alt]}; {todo}"
+            )
+
+
+def _implausible_dates(out: pl.Series) -> list[tuple[pl.Series, str]]:
+    """The rows of datetimes ``out`` that are no event times, with why: later than the present,
+    or before 1973 in a log whose median event is later (a placeholder such as 0)."""
+    micros = out.dt.epoch("us")
+    now = time.time()
+    future = (micros > (now + _FUTURE_MARGIN_SECONDS) * 1e6).fill_null(False)
+    found = [(future, f"is in the future (today is {_day(now)})")] if future.any() else []
+    early = (micros < _EARLIEST_PLAUSIBLE_SECONDS * 1e6).fill_null(False)
+    if early.any():
+        median = micros.filter(~future).median()
+        if median is not None and median >= _EARLIEST_PLAUSIBLE_SECONDS * 1e6:
+            why = f"is long before the other events (median {_day(median / 1e6)}): a placeholder?"
+            found.append((early, why))
+    return found
 
 
 def check_ids(
@@ -172,12 +224,18 @@ def to_datetime(
 
     dtype = s.dtype
 
-    def before_1970(out: pl.Series) -> pl.Series:
-        """Dates before 1970 are placeholders (1900-01-01, 0001-01-01), not event times."""
+    def checked_dates(out: pl.Series) -> pl.Series:
+        """Dates before 1970 are placeholders (1900-01-01, 0001-01-01), not event times; nor
+        are dates in the future, or long before the others (see :func:`_implausible_dates`)."""
         early = out < datetime(1970, 1, 1, tzinfo=timezone.utc)
         if not drop and (row := first_row(early)) is not None:
             fail(row, f"timestamp {short(s[row])} is before 1970 (a placeholder date?)")
-        return out.set(early.fill_null(False), None) if early.any() else out
+        out = out.set(early.fill_null(False), None) if early.any() else out
+        for bad, why in _implausible_dates(out):
+            if not drop and (row := first_row(bad)) is not None:
+                fail(row, f"timestamp {short(s[row])} ({out[row]:%Y-%m-%d %H:%M:%S}) {why}")
+            out = out.set(bad, None)
+        return out
 
     if isinstance(dtype, pl.Datetime):
         out = s.dt.convert_time_zone("UTC") if dtype.time_zone else s.dt.replace_time_zone("UTC")
@@ -185,9 +243,9 @@ def to_datetime(
         row = first_row(out.is_null())
         if row is not None and not drop:
             fail(row, "missing timestamp")
-        return before_1970(out)
+        return checked_dates(out)
     if dtype == pl.Date:
-        return before_1970(s.cast(pl.Datetime("us")).dt.replace_time_zone("UTC"))
+        return checked_dates(s.cast(pl.Datetime("us")).dt.replace_time_zone("UTC"))
 
     if dtype in (pl.Categorical, pl.Enum) or isinstance(dtype, pl.Enum):
         s, dtype = s.cast(pl.String), pl.String
@@ -228,7 +286,7 @@ def to_datetime(
                 fail(row, "missing timestamp")
             shown = f"format {fmt!r}" if fmt else "an ISO date-time like 2024-01-31T12:00:00Z"
             fail(row, f"unparsable timestamp {short(s[row])} (expected {shown})")
-        return before_1970(out)
+        return checked_dates(out)
 
     if unit == "iso":
         raise DataError(
@@ -264,9 +322,10 @@ def to_datetime(
             f"the year 5000; {todo_unit}"
         )
     invalid = (negative | too_late).fill_null(True)
+    _check_unit(seconds.filter(~invalid), unit, where, column, unit_key)
     if numeric.dtype.is_integer() and unit != "ns":
         micros = numeric.cast(pl.Int64) * int(factor)
     else:
         micros = (numeric.cast(pl.Float64) * factor).round().cast(pl.Int64)
     micros = micros.set(invalid, None) if invalid.any() else micros
-    return pl.from_epoch(micros, "us").dt.replace_time_zone("UTC").rename(s.name)
+    return checked_dates(pl.from_epoch(micros, "us").dt.replace_time_zone("UTC").rename(s.name))

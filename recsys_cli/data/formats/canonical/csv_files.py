@@ -17,7 +17,10 @@ from pathlib import Path
 import polars as pl
 
 from recsys_cli.data.formats.canonical.files import (
+    ENCODING_KEY,
     first_line,
+    gzip_error,
+    is_gzip,
     require_file,
     utf8_error,
     utf8_source,
@@ -75,12 +78,13 @@ def check_field_count(
     names: Sequence[str],
     *,
     encoding: str = "utf-8",
+    encoding_key: str | None = ENCODING_KEY,
     fmt: str = "",
     hint: str = "",
 ) -> None:
     """Headerless files: the first line must have ``len(names)`` fields."""
     require_file(path, f"a {fmt} file" if fmt else f"a file with fields {', '.join(names)}", hint)
-    line = first_line(path, encoding)
+    line = first_line(path, encoding, encoding_key=encoding_key)
     n = len(line.split(separator))
     if n == len(names):
         return
@@ -117,7 +121,7 @@ def _source_lines(source: Path | io.BytesIO) -> pl.Series | None:
         source.seek(0)
     try:
         return read_lines(source)
-    except pl.exceptions.PolarsError:
+    except (pl.exceptions.PolarsError, OSError, EOFError):
         return None
 
 
@@ -182,7 +186,7 @@ def read_csv(
     required: Sequence[str] | None = None,
     expected: Sequence[str] | None = None,
     encoding: str = "utf-8",
-    encoding_key: str | None = "data.reader.encoding",
+    encoding_key: str | None = ENCODING_KEY,
     quote_char: str | None = '"',
     what: str = "a CSV file",
     hint: str = "",
@@ -205,7 +209,12 @@ def read_csv(
     def _read(**extra) -> pl.DataFrame:
         if isinstance(source, io.BytesIO):
             source.seek(0)
-        return pl.read_csv(source, **options, **extra)
+        try:
+            return pl.read_csv(source, **options, **extra)
+        except (OSError, EOFError) as exc:  # polars decompresses gzip itself: cut short?
+            if is_gzip(p):
+                raise gzip_error(p, exc) from None
+            raise DataError(f"{p}: cannot read it ({one_line(exc)}){with_hint(hint)}") from None
 
     try:
         header = _read(n_rows=0).columns if has_header else list(names or [])

@@ -1,5 +1,5 @@
 """File access: folders and files that must exist, the data file inside ``data.path``,
-gzip-transparent reading, and UTF-8 diagnostics.
+gzip-transparent reading, what a text file really is (:func:`check_text`), and UTF-8 diagnostics.
 
 Every failure is a one-line DataError saying which path is wrong, what should be there and
 what to do.
@@ -16,7 +16,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from recsys_cli.data.formats.canonical.messages import fmt_list, one_line, with_hint
+from recsys_cli.data.formats.canonical.sniff import SNIFF_BYTES, reads, sniff
 from recsys_cli.errors import DataError
+
+ENCODING_KEY = "data.reader.encoding"
 
 
 def require_dir(path: str | Path, expected: str, hint: str = "") -> Path:
@@ -127,14 +130,14 @@ def _archive_kind(path: Path) -> str | None:
     return next((kind for magic, kind in _ARCHIVE_MAGIC.items() if head.startswith(magic)), None)
 
 
-def _is_gzip(path: Path) -> bool:
+def is_gzip(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(2) == b"\x1f\x8b"
 
 
 def open_binary(path: Path):
     """The file's bytes, gunzipped when it is a gzip file (detected by its magic bytes)."""
-    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
 
 
 def gzip_error(path: Path, exc: Exception) -> DataError:
@@ -144,18 +147,64 @@ def gzip_error(path: Path, exc: Exception) -> DataError:
     )
 
 
-def first_line(path: str | Path, encoding: str = "utf-8", max_bytes: int = 1 << 16) -> str:
-    """The first line of the file (decoded leniently; '' for an empty file)."""
+def first_line(
+    path: str | Path,
+    encoding: str = "utf-8",
+    max_bytes: int = 1 << 16,
+    encoding_key: str | None = ENCODING_KEY,
+) -> str:
+    """The first line of the text file (decoded leniently; '' for an empty file); DataError when
+    the file is not text in ``encoding`` (see :func:`check_text`)."""
     p = Path(path)
+    check_text(p, encoding, encoding_key)
     try:
         with open_binary(p) as f:
             head = f.read(max_bytes)
     except (OSError, EOFError, zlib.error) as exc:
         raise gzip_error(p, exc) from None
-    head = head.split(b"\n", 1)[0].rstrip(b"\r")
     enc = "utf-8" if encoding in ("utf-8", "utf8-lossy") else encoding
-    text = head.decode(enc, errors="replace")
+    text = head.decode(enc, errors="replace").split("\n", 1)[0].rstrip("\r")
     return text.lstrip("\ufeff")
+
+
+def check_text(
+    path: str | Path, encoding: str = "utf-8", encoding_key: str | None = ENCODING_KEY
+) -> None:
+    """DataError naming what the file really is when its first bytes show that it is not text in
+    ``encoding``: a binary format (Parquet, Excel, ... by the magic bytes), or UTF-16 / UTF-32
+    text (by the byte-order mark or the NUL bytes) read with another encoding. Says which
+    encoding to set (``encoding_key``), or how to convert the file when the format has no key."""
+    p = Path(path)
+    try:
+        with open_binary(p) as f:
+            head = f.read(SNIFF_BYTES)
+        tail = b""
+        if not is_gzip(p):
+            with open(p, "rb") as f:
+                f.seek(max(p.stat().st_size - 4, 0))
+                tail = f.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise gzip_error(p, exc) from None
+    found = sniff(head, tail)
+    if found is None or reads(encoding, found):
+        return
+    what = f"{p}: {found.kind} ({found.evidence})"
+    if found.codec is None:
+        todo = "point data.path at the text file this format reads"
+        if found.kind == "a Parquet file":
+            rename = (
+                f"data=tabular reads Parquet files by their name: rename it to {p.stem}.parquet"
+            )
+            todo = f"{rename}; or {todo}"
+        raise DataError(f"{what}, not a text file; {todo}")
+    name = found.codec.upper()
+    todo = (
+        f"set {encoding_key}={found.codec}"
+        if encoding_key
+        else f"this format is read as UTF-8: convert the file in place (e.g. iconv -f {name} -t UTF-8 "
+        f"{p.name} > {p.name}.utf8 && mv {p.name}.utf8 {p.name})"
+    )
+    raise DataError(f"{what}, not {'UTF-8' if encoding == 'utf-8' else encoding}; {todo}")
 
 
 def first_invalid_utf8(path: str | Path) -> tuple[int, int] | None:
@@ -176,7 +225,7 @@ def first_invalid_utf8(path: str | Path) -> tuple[int, int] | None:
     return None
 
 
-def utf8_error(path: str | Path, encoding_key: str | None = "data.reader.encoding") -> DataError:
+def utf8_error(path: str | Path, encoding_key: str | None = ENCODING_KEY) -> DataError:
     """DataError for a file that is not valid UTF-8, naming the first bad byte and its line."""
     where = first_invalid_utf8(path)
     at = f" (byte 0x{where[1]:02x} on line {where[0]})" if where else ""
@@ -189,7 +238,9 @@ def utf8_error(path: str | Path, encoding_key: str | None = "data.reader.encodin
 
 
 def utf8_source(path: Path, encoding: str, encoding_key: str | None) -> Path | io.BytesIO:
-    """What polars should read: the path itself for UTF-8, else the text re-encoded as UTF-8."""
+    """What polars should read: the path itself for UTF-8, else the text re-encoded as UTF-8
+    (a file that is not text in ``encoding`` raises, see :func:`check_text`)."""
+    check_text(path, encoding, encoding_key)
     if encoding == "utf-8":
         return path
     errors = "replace" if encoding == "utf8-lossy" else "strict"

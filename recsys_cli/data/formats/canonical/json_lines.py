@@ -15,7 +15,12 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys_cli.data.formats.canonical.files import gzip_error, open_binary, require_file
+from recsys_cli.data.formats.canonical.files import (
+    check_text,
+    gzip_error,
+    open_binary,
+    require_file,
+)
 from recsys_cli.data.formats.canonical.messages import Where, one_line, short
 from recsys_cli.errors import DataError
 
@@ -105,6 +110,7 @@ def iter_ndjson(
     field type or invalid UTF-8 raise DataError with the line number.
     """
     p = require_file(path, what)
+    _check_json_text(p, encoding)
     size = chunk_bytes or NDJSON_CHUNK_BYTES
     codec = None if encoding == "utf-8" else encoding
     line = 1
@@ -149,16 +155,26 @@ def iter_ndjson(
         raise gzip_error(p, exc) from None
 
 
-def peek_json_keys(path: str | Path, what: str) -> set[str]:
+def _check_json_text(path: Path, encoding: str) -> None:
+    """JSON lines are split at newline bytes: text in a wide encoding (UTF-16, UTF-32) must be
+    converted to UTF-8 whatever the encoding setting says (see :func:`check_text`)."""
+    wide = encoding.replace("_", "-").startswith(("utf-16", "utf-32"))
+    check_text(path, "utf-8" if wide else encoding, encoding_key=None)
+
+
+def peek_json_keys(path: str | Path, what: str, encoding: str = "utf-8") -> set[str]:
     """The keys of the first JSON object in a JSON lines file."""
     p = require_file(path, what)
+    _check_json_text(p, encoding)
+    codec = "utf-8" if encoding in ("utf-8", "utf8-lossy") else encoding
+    errors = "replace" if encoding == "utf8-lossy" else "strict"
     try:
         with open_binary(p) as f:
             for number, raw in enumerate(f, start=1):
                 if not raw.strip():
                     continue
                 try:
-                    obj = json.loads(raw)
+                    obj = json.loads(raw.decode(codec, errors))
                 except UnicodeDecodeError:
                     raise DataError(
                         f"{p} line {number}: not valid UTF-8; JSON lines files must be UTF-8"
