@@ -69,9 +69,14 @@ def build_model(cfg: DictConfig, spec: DataSpec) -> Any:
     return build(cfg.model, "model", spec=spec)
 
 
-def build_objective(cfg: DictConfig) -> Objective:
-    """The objective: every term of ``cfg.objective`` (name -> term config with a ``weight``)."""
-    return Objective({str(name): build(node, f"objective.{name}") for name, node in cfg.objective.items()})
+def build_objective(cfg: DictConfig, spec: DataSpec | None = None) -> Objective:
+    """The objective: every term of ``cfg.objective`` (name -> term config with a ``weight``),
+    bound to the data it trains on (``spec``: e.g. the items held out of training)."""
+    terms = {str(name): build(node, f"objective.{name}") for name, node in cfg.objective.items()}
+    if spec is not None:
+        for term in terms.values():
+            term.bind(spec)
+    return Objective(terms)
 
 
 def resolve_filter_seen(setting: bool | str, data: PreparedData) -> bool:
@@ -99,7 +104,7 @@ def build_module(cfg: DictConfig, dm: SequenceDataModule, run_info: dict) -> Rec
     model = build_model(cfg, spec)
     return RecommenderModule(
         model=model,
-        objective=build_objective(cfg) if model.requires_training else None,
+        objective=build_objective(cfg, spec) if model.requires_training else None,
         optimizer=build(cfg.optimizer, "optimizer"),
         ks=cfg.metrics.ks,
         num_items=spec.num_items,

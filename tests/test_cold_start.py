@@ -295,3 +295,35 @@ def test_bad_cold_items_is_one_error_line(value, cache_dir, tmp_path):
     errors = [line for line in result.err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "data.cold_items" in errors[0], result.err[-2000:]
     assert "Traceback" not in result.err + result.out
+
+
+def test_items_held_out_of_training_are_not_candidates_of_the_training_loss():
+    """In the cold-start protocol the held-out items do not exist when the model trains: the loss
+    must not push their scores down as negatives."""
+    import torch.nn.functional as F
+
+    from recsys_cli.contract import DataSpec, ModelOutput, ScaleSet
+    from recsys_cli.training.losses import BCEOneNegative, FullSoftmaxCE, SampledSoftmax
+
+    torch.manual_seed(0)
+    spec = DataSpec(num_items=6, num_users=1, max_len=3, scales=ScaleSet(), held_out_items=np.array([2, 5]))
+    states, table = torch.randn(2, 3, 4), torch.randn(7, 4, requires_grad=True)
+    targets = torch.tensor([[1, 3, 4], [6, 0, 1]])
+    output, batch = ModelOutput(states=states, item_table=table), {"targets": targets}
+    term = FullSoftmaxCE()
+    term.bind(spec)
+    value, _ = term(output, batch)
+    keep = torch.tensor([1, 3, 4, 6])  # the candidates that exist in training
+    sel = targets > 0
+    remap = torch.full((7,), -1, dtype=torch.long)
+    remap[keep] = torch.arange(len(keep))
+    expected = F.cross_entropy(states[sel] @ table[keep].T, remap[targets[sel]])
+    torch.testing.assert_close(value, expected)
+    for sampled in (SampledSoftmax(num_negatives=50), BCEOneNegative()):
+        sampled.bind(spec)
+        table.grad = None
+        sampled(output, batch)[0].backward()
+        assert (table.grad[[2, 5]] == 0).all() and table.grad[keep].abs().sum() > 0
+    unbound = FullSoftmaxCE()
+    unbound.bind(DataSpec(num_items=6, num_users=1, max_len=3, scales=ScaleSet(), held_out_items=np.zeros(0, dtype=np.int64)))
+    assert unbound.excluded is None

@@ -36,6 +36,8 @@ class DataSpec:
     item_titles: tuple[str | None, ...] | None = None
     item_fields: Mapping[str, tuple[str | None, ...]] = field(default_factory=dict)
     item_train_counts: np.ndarray | None = None  # [N + 1] int64
+    # items held out of training entirely (data.cold_items): not even candidates of the training loss
+    held_out_items: np.ndarray | None = None
 
     @property
     def num_event_types(self) -> int:

@@ -290,6 +290,7 @@ class SequenceDataModule(pl.LightningDataModule):
             item_titles=None if data.item_titles is None else tuple(data.item_titles),
             item_fields={name: tuple(values) for name, values in data.item_fields.items()},
             item_train_counts=np.bincount(self.train_events()[0], minlength=data.num_items + 1),
+            held_out_items=self.held_out,
         )
 
     # -- cases ---------------------------------------------------------------------------------

@@ -3,6 +3,10 @@
 Each term gathers the M supervised positions of the batch (``targets > 0``) and computes its loss
 from the states ``z`` [M, D], their targets [M] (item ids 1..N) and the item table [N + 1, D]
 (row 0 = padding, never a candidate). Chosen by ``objective/next_item=full_ce|sampled_softmax|bce``.
+
+Items held out of training (``data.cold_items``) are not candidates either: in the cold-start
+protocol they do not exist yet when the model trains, so no term pushes their scores down (as
+negatives they would teach a text model to avoid the text of exactly the items it is tested on).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from recsys_cli.contract.batch import Batch
+from recsys_cli.contract.data_spec import DataSpec
 from recsys_cli.contract.output import ModelOutput
 from recsys_cli.contract.params import NonNegative, PositiveInt
 from recsys_cli.errors import ConfigError
@@ -19,6 +24,19 @@ from recsys_cli.training.objective import ObjectiveTerm
 
 class NextItemTerm(ObjectiveTerm):
     """Base of the next-item losses: subclasses implement :meth:`loss`."""
+
+    excluded: torch.Tensor | None = None  # [N + 1] bool: items that are never candidates
+
+    def bind(self, spec: DataSpec) -> None:
+        held = spec.held_out_items
+        if held is not None and len(held):
+            self.excluded = torch.zeros(spec.num_items + 1, dtype=torch.bool)
+            self.excluded[torch.as_tensor(held, dtype=torch.long)] = True
+
+    def _excluded(self, device: torch.device) -> torch.Tensor | None:
+        if self.excluded is not None and self.excluded.device != device:
+            self.excluded = self.excluded.to(device)
+        return self.excluded
 
     def __call__(self, output: ModelOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         targets = batch["targets"]  # [B, L]
@@ -42,9 +60,12 @@ class FullSoftmaxCE(NextItemTerm):
 
     def loss(self, z: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         candidates = items[1:]  # [N, D]
+        excluded = self._excluded(z.device)
         total = z.new_zeros(())
         for i in range(0, z.shape[0], self.chunk_size):
             logits = z[i : i + self.chunk_size] @ candidates.T  # [m, D] @ [D, N] -> [m, N]
+            if excluded is not None:
+                logits = logits.masked_fill(excluded[1:], float("-inf"))
             total = total + F.cross_entropy(logits.float(), targets[i : i + self.chunk_size] - 1, reduction="sum")
         return total / max(z.shape[0], 1)
 
@@ -71,6 +92,9 @@ class SampledSoftmax(NextItemTerm):
         pos_logit = (z * items[targets]).sum(-1, keepdim=True)  # [M, 1]
         neg_logit = z @ items[neg].T  # [M, K]
         neg_logit = neg_logit.masked_fill(neg[None, :] == targets[:, None], float("-inf"))
+        excluded = self._excluded(z.device)
+        if excluded is not None:
+            neg_logit = neg_logit.masked_fill(excluded[neg][None, :], float("-inf"))
         logits = torch.cat([pos_logit, neg_logit], dim=1).float()
         return F.cross_entropy(logits, torch.zeros_like(targets))
 
@@ -87,7 +111,11 @@ class BCEOneNegative(NextItemTerm):
         neg = torch.randint(1, n + 1, targets.shape, generator=self.generator).to(z.device)
         pos = (z * items[targets]).sum(-1).float()
         negl = (z * items[neg]).sum(-1).float()
-        valid = (neg != targets).float()
+        valid = neg != targets
+        excluded = self._excluded(z.device)
+        if excluded is not None:
+            valid = valid & ~excluded[neg]
+        valid = valid.float()
         loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="none")
         loss = loss + valid * F.binary_cross_entropy_with_logits(negl, torch.zeros_like(negl), reduction="none")
         return loss.mean()

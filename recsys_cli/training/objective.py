@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import torch
 
 from recsys_cli.contract.batch import Batch
+from recsys_cli.contract.data_spec import DataSpec
 from recsys_cli.contract.output import ModelOutput
 from recsys_cli.errors import ConfigError
 
@@ -25,6 +26,9 @@ class ObjectiveTerm(ABC):
 
     def __init__(self, weight: float = 1.0):
         self.weight = float(weight)
+
+    def bind(self, spec: DataSpec) -> None:
+        """Called once with the data the run trains on, before training (nothing by default)."""
 
     @abstractmethod
     def __call__(self, output: ModelOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
