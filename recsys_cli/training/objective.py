@@ -29,6 +29,7 @@ class ObjectiveTerm(ABC):
 
     def bind(self, spec: DataSpec) -> None:
         """Called once with the data the run trains on, before training (nothing by default)."""
+        return None
 
     @abstractmethod
     def __call__(self, output: ModelOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
