@@ -230,6 +230,7 @@ class SequenceDataModule(pl.LightningDataModule):
         self.data: PreparedData | None = None
         self.split: Split | None = None
         self.features: WindowFeatures | None = None
+        self._spec: DataSpec | None = None  # built once, on the first spec() after loading
         # what training cases are built from: the prepared data, or its training view
         self.train_data: PreparedData | None = None
         self.train_end: np.ndarray | None = None
@@ -276,7 +277,13 @@ class SequenceDataModule(pl.LightningDataModule):
         return self.load().num_items
 
     def spec(self) -> DataSpec:
-        """What the model, the objective and the reports need to know about the prepared data."""
+        """What the model, the objective and the reports need to know about the prepared data;
+        built once (it copies the item fields and counts the training events)."""
+        if self._spec is None:
+            self._spec = self._build_spec()
+        return self._spec
+
+    def _build_spec(self) -> DataSpec:
         data = self.load()
         return DataSpec(
             num_items=data.num_items,
