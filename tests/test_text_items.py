@@ -4,6 +4,7 @@ in for the real model and is loaded through the same code path."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 
@@ -112,6 +113,44 @@ def test_id_text_fuses_both(tiny_language_model, tmp_path, fusion):
     assert items.ids.embedding.weight.grad is not None and items.projection.linear.weight.grad is not None
     with pytest.raises(ConfigError, match="model.item.fusion='sum'"):
         IdTextItems(make_spec(), 8, encoder(tiny_language_model, tmp_path), LinearProjection, fusion="sum")
+
+
+@pytest.mark.parametrize("fusion", ["add", "concat", "gate"])
+def test_id_text_scores_items_without_training_events_from_their_text_alone(tiny_language_model, tmp_path, fusion):
+    counts = np.array([0, 3, 0, 1, 5, 0, 2])  # items 2 and 5 have no training event
+    spec = dataclasses.replace(make_spec(), item_train_counts=counts)
+    torch.manual_seed(0)
+    items = IdTextItems(spec, 8, encoder(tiny_language_model, tmp_path), LinearProjection, fusion=fusion)
+    items.eval()
+    with torch.no_grad():
+        items.ids.embedding.weight.normal_()  # whatever the cold items' id vectors are
+        table = items()
+        items.ids.embedding.weight.normal_()
+        items.forget_table()
+        again = items()
+    cold, warm = [2, 5], [1, 3, 4, 6]
+    assert torch.equal(table[cold], again[cold])  # no part of a cold row comes from its id vector
+    assert not torch.allclose(table[warm], again[warm])
+    if fusion != "concat":  # add and gate: the row is the projected text itself
+        assert torch.allclose(table[cold], items.text_table()[cold])
+
+
+def test_the_evaluation_table_is_computed_once_and_forgotten_when_weights_change(tiny_language_model, tmp_path):
+    torch.manual_seed(0)
+    items = TextItems(make_spec(), 8, encoder(tiny_language_model, tmp_path), LinearProjection)
+    items.eval()
+    with torch.no_grad():
+        first = items()
+        assert items() is first  # kept between evaluation batches
+        state = {k: v.clone() for k, v in items.state_dict().items()}
+        items.projection.linear.weight.add_(1.0)
+        items.train()
+        items.eval()
+        moved = items()
+        assert moved is not first and not torch.allclose(moved, first)
+        items.load_state_dict(state)
+        assert torch.allclose(items(), first)  # loading weights forgets the kept table
+    assert items().requires_grad  # with gradients the table is computed, never the kept one
 
 
 def _batch(items: list[list[int]]) -> dict[str, torch.Tensor]:

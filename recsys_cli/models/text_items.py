@@ -113,6 +113,8 @@ class MoEAdaptor(nn.Module):
 class TextItems(ItemRepresentation):
     """Item table = projection(standardised text vectors); row 0 (padding) is zero."""
 
+    _eval_table: torch.Tensor | None = None
+
     def __init__(
         self,
         spec: DataSpec,
@@ -135,18 +137,42 @@ class TextItems(ItemRepresentation):
         if text.finetune.get("top_layers") or text.finetune.get("lora"):
             self.tuner = LanguageModelTuner(text, texts)
 
+        self._eval_table: torch.Tensor | None = None  # the projected table, kept while evaluating
+        self.register_load_state_dict_post_hook(lambda module, _: module.forget_table())
+
     def text_table(self, batch: Batch | None = None) -> torch.Tensor:
-        """[N + 1, D] projected text vectors (row 0 = padding, zero)."""
+        """[N + 1, D] projected text vectors (row 0 = padding, zero).
+
+        In evaluation without gradients the projection is computed once and kept until the module
+        trains again, loads weights, moves or refreshes: every evaluation batch scores the same table.
+        """
+        if not self.training and self._eval_table is not None and not torch.is_grad_enabled():
+            return self._eval_table
         vectors = self.vectors
         if self.tuner is not None and self.training and batch is not None:
             vectors = self.tuner.fresh_rows(vectors, batch)
         table = self.projection((vectors - self.center) / self.spread)
-        return table * (torch.arange(table.shape[0], device=table.device) > 0).unsqueeze(-1)
+        table = table * (torch.arange(table.shape[0], device=table.device) > 0).unsqueeze(-1)
+        if not self.training and not torch.is_grad_enabled():
+            self._eval_table = table
+        return table
+
+    def forget_table(self) -> None:
+        self._eval_table = None
+
+    def train(self, mode: bool = True) -> TextItems:
+        self.forget_table()
+        return super().train(mode)
+
+    def _apply(self, fn, recurse=True):  # .to(device), .half(): the kept table would be stale
+        self.forget_table()
+        return super()._apply(fn, recurse)
 
     def forward(self, batch: Batch | None = None) -> torch.Tensor:
         return self.text_table(batch)
 
     def refresh(self) -> None:
+        self.forget_table()
         if self.tuner is not None:
             self.tuner.refresh(self.vectors)
 
@@ -169,6 +195,11 @@ class IdTextItems(TextItems):
             raise ConfigError(f"model.item.fusion={fusion!r}: valid choices are {', '.join(FUSIONS)}")
         super().__init__(spec, dim, text, projection)
         self.ids = IdEmbedding(spec, dim)
+        # items without training events (cold) have an id vector no positive example ever moved:
+        # it is random (and pushed down as a negative), so their rows take the text part alone
+        counts = spec.item_train_counts
+        trained = torch.ones(spec.num_items + 1) if counts is None else torch.as_tensor(counts > 0).float()
+        self.register_buffer("trained", trained.unsqueeze(-1), persistent=False)
         self.fusion = fusion
         if fusion == "concat":
             self.mix = _init(nn.Linear(2 * dim, dim), 2 * dim, dim)
@@ -179,14 +210,14 @@ class IdTextItems(TextItems):
             nn.init.zeros_(self.mix.bias)
 
     def forward(self, batch: Batch | None = None) -> torch.Tensor:
-        ids, text = self.ids(), self.text_table(batch)
+        ids, text = self.ids() * self.trained, self.text_table(batch)
         if self.fusion == "add":
             return ids + text
         both = torch.cat([ids, text], dim=-1)
         if self.fusion == "concat":
             mixed = self.mix(both)
             return mixed * (torch.arange(mixed.shape[0], device=mixed.device) > 0).unsqueeze(-1)
-        gate = torch.sigmoid(self.mix(both))
+        gate = torch.sigmoid(self.mix(both)) * self.trained  # a cold item's row is its text
         return gate * ids + (1 - gate) * text
 
 
