@@ -243,8 +243,8 @@ def test_no_cold_items_leaves_training_batches_as_they_were(cache_dir):
     assert len(dm.held_out) == 0 and "cold_items" not in dm.summary()
     # the batches as the data module built them before training views existed
     data, split = dm.data, dm.split
-    ends, starts = train_case_ends(data.offsets[:-1], split.train_end, dm.max_len, dm.train_windows)
-    before = CaseBatches(data, ends, starts, dm.max_len, dm.history_len, False, dm.features)
+    ends, starts, users = train_case_ends(data.offsets[:-1], split.train_end, dm.max_len, dm.train_windows)
+    before = CaseBatches(data, ends, starts, dm.max_len, dm.history_len, False, dm.features, users + 1)
     ours = batches(dm.train_dataloader())
     order = np.concatenate([np.asarray(ids) for ids in dm.train_dataloader().sampler])
     assert len(order) == len(before)

@@ -15,6 +15,12 @@ field                 shape           meaning
 ``targets``           [B, L] int64    the item to predict after each encoder position (0 = not
                                       supervised): every next training event in training; only
                                       the last column, the held-out item, in evaluation
+``target_types``      [B, L] int64    the behaviour type of each target event (1..K; 0 = no target
+                                      or unknown type), aligned with ``targets``
+``target_times``      [B, L] int64    the time of each target event (0 = no target); only
+                                      ``model.context_request_time=true`` reads it
+``users``             [B] int64       the user's index + 1 when the user has training targets,
+                                      0 for a user unknown to training (cold user)
 ``window_start``      [B, S, L] int64 first event of each scale's window at each encoder position,
                                       in memory coordinates (window = [start, anchor]); scales only
 ``scale_stats``       [B, S, L, F]    each window's statistics (float32; names in
@@ -32,8 +38,9 @@ from torch import Tensor
 
 EVENT_FIELDS = ("items", "times", "event_types", "categories")
 WINDOW_FIELDS = ("window_start", "scale_stats")
-TRAIN_FIELDS = (*EVENT_FIELDS, "targets")
-EVAL_FIELDS = (*EVENT_FIELDS, "targets", "seen")
+CASE_FIELDS = ("targets", "target_types", "target_times", "users")
+TRAIN_FIELDS = (*EVENT_FIELDS, *CASE_FIELDS)
+EVAL_FIELDS = (*EVENT_FIELDS, *CASE_FIELDS, "seen")
 
 
 class Batch(TypedDict, total=False):
@@ -44,6 +51,9 @@ class Batch(TypedDict, total=False):
     event_types: Tensor
     categories: Tensor
     targets: Tensor
+    target_types: Tensor
+    target_times: Tensor
+    users: Tensor
     window_start: Tensor
     scale_stats: Tensor
     seen: Tensor

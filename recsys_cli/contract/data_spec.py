@@ -38,6 +38,9 @@ class DataSpec:
     item_train_counts: np.ndarray | None = None  # [N + 1] int64
     # items held out of training entirely (data.cold_items): not even candidates of the training loss
     held_out_items: np.ndarray | None = None
+    # [K + 1, K + 1] int64: how often an event of type a (row) is followed by one of type b (column)
+    # in a user's training events (the behaviour baselines' counts; index 0 = unknown type)
+    type_transitions: np.ndarray | None = None
 
     @property
     def num_event_types(self) -> int:

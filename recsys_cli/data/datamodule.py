@@ -64,7 +64,8 @@ def check_cold_items(value: object) -> float:
 
 
 def train_case_ends(starts: np.ndarray, train_end: np.ndarray, max_len: int, windows: str) -> tuple:
-    """Anchor ends (exclusive index of the last input + 1) and user starts of training cases.
+    """Anchor ends (exclusive index of the last input + 1), user starts and user indices of
+    training cases.
 
     A user with training events ``[s, end)`` yields cases with inputs ending at ``end - 1``,
     ``end - 1 - L``, ... as long as a case has at least one target; with ``windows='last'`` only the
@@ -77,7 +78,7 @@ def train_case_ends(starts: np.ndarray, train_end: np.ndarray, max_len: int, win
     user = np.repeat(np.arange(len(starts)), chunks)
     k = np.arange(chunks.sum()) - np.repeat(np.cumsum(chunks) - chunks, chunks)
     ends = train_end[user] - 1 - k * max_len
-    return ends.astype(np.int64), starts[user].astype(np.int64)
+    return ends.astype(np.int64), starts[user].astype(np.int64), user.astype(np.int64)
 
 
 class CaseBatches(Dataset):
@@ -92,8 +93,11 @@ class CaseBatches(Dataset):
         history_len: int,
         evaluation: bool,
         features: WindowFeatures | None = None,
+        users: np.ndarray | None = None,
     ):
         self.data, self.ends, self.starts = data, ends, starts
+        # the ``users`` field: user index + 1, or 0 for a user without training targets
+        self.users = np.zeros(len(ends), dtype=np.int64) if users is None else users
         self.max_len, self.history_len, self.evaluation = max_len, history_len, evaluation
         self.features = features
         self._span = np.arange(-(max_len + history_len), 0)
@@ -116,11 +120,13 @@ class CaseBatches(Dataset):
         }
         if self.features is not None:
             batch.update(self._window_fields(idx[:, -self.max_len :], valid[:, -self.max_len :], ends))
+        batch["users"] = self.users[case_ids]
         if self.evaluation:
             # only the newest position is supervised: the held-out item
-            targets = np.zeros((len(ends), self.max_len), dtype=np.int64)
-            targets[:, -1] = d.items[ends]
-            batch["targets"] = targets
+            for field, values in (("targets", d.items), ("target_types", d.event_types), ("target_times", d.times)):
+                column = np.zeros((len(ends), self.max_len), dtype=np.int64)
+                column[:, -1] = values[ends]
+                batch[field] = column
             lengths = ends - starts
             seen_idx = starts[:, None] + np.arange(lengths.max())[None, :]
             seen_valid = seen_idx < ends[:, None]
@@ -131,6 +137,8 @@ class CaseBatches(Dataset):
             nxt = np.minimum(last + 1, len(d.items) - 1)
             has_next = valid[:, -self.max_len :] & (last + 1 <= ends[:, None])
             batch["targets"] = np.where(has_next, d.items[nxt], 0)
+            batch["target_types"] = np.where(has_next, d.event_types[nxt], 0)
+            batch["target_times"] = np.where(has_next, d.times[nxt], 0)
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
 
 
@@ -298,22 +306,47 @@ class SequenceDataModule(pl.LightningDataModule):
             item_fields={name: tuple(values) for name, values in data.item_fields.items()},
             item_train_counts=np.bincount(self.train_events()[0], minlength=data.num_items + 1),
             held_out_items=self.held_out,
+            type_transitions=self.type_transitions(),
         )
+
+    def type_transitions(self) -> np.ndarray:
+        """[K + 1, K + 1] counts of (type of a training event, type of the user's next training event)."""
+        data = self.load()
+        view, users = self.train_data, self.train_data.user_of_event
+        train = np.arange(view.num_events) < self.train_end[users]
+        types, users = view.event_types[train], users[train]
+        same = users[1:] == users[:-1]
+        k = data.num_event_types + 1
+        pairs = types[:-1][same] * k + types[1:][same]
+        return np.bincount(pairs, minlength=k * k).reshape(k, k).astype(np.int64)
 
     # -- cases ---------------------------------------------------------------------------------
     def train_cases(self) -> CaseBatches:
         self.load()
         data = self.train_data
-        ends, starts = train_case_ends(data.offsets[:-1], self.train_end, self.max_len, self.train_windows)
+        ends, starts, users = train_case_ends(data.offsets[:-1], self.train_end, self.max_len, self.train_windows)
         if len(ends) == 0:
             raise ConfigError(f"dataset '{self.name}': the split leaves no training targets (users need more events)")
-        return CaseBatches(data, ends, starts, self.max_len, self.history_len, False, self.train_features)
+        return CaseBatches(data, ends, starts, self.max_len, self.history_len, False, self.train_features, users + 1)
+
+    def known_users(self) -> np.ndarray:
+        """[U] bool: users with at least one training target (a user embedding learns from them);
+        the others (e.g. new users of a temporal split) are unknown to training."""
+        self.load()
+        return (self.train_end - self.train_data.offsets[:-1]) >= 2
 
     def eval_cases(self, stage: str) -> CaseBatches:
         data = self.load()
         targets = self.split.val_targets if stage == "val" else self.split.test_targets
-        starts = data.offsets[data.user_of_event[targets]] if len(targets) else targets
-        return CaseBatches(data, targets, starts, self.max_len, self.history_len, True, self.features)
+        users = data.user_of_event[targets] if len(targets) else targets
+        starts = data.offsets[users] if len(targets) else targets
+        field = np.where(self.known_users()[users], users + 1, 0) if len(targets) else targets
+        return CaseBatches(data, targets, starts, self.max_len, self.history_len, True, self.features, field)
+
+    def unknown_users(self, stage: str) -> int:
+        """How many evaluation cases of ``stage`` belong to users unknown to training."""
+        targets = self.split.val_targets if stage == "val" else self.split.test_targets
+        return int((~self.known_users()[self.load().user_of_event[targets]]).sum()) if len(targets) else 0
 
     def train_events(self) -> tuple[np.ndarray, np.ndarray]:
         """(items, users): the [E_train] training events of the split, in time order per user
@@ -365,6 +398,8 @@ class SequenceDataModule(pl.LightningDataModule):
             "val_cases": len(self.split.val_targets),
             "test_cases": len(self.split.test_targets),
         }
+        # users of evaluation cases without training targets (a user embedding has no vector for them)
+        summary["unknown_users"] = {stage: self.unknown_users(stage) for stage in ("val", "test")}
         if self.cold_items:
             summary["cold_items"] = {
                 "fraction": self.cold_items,
