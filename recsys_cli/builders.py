@@ -7,13 +7,13 @@ model or encoder); sizes known only after preparation come from the :class:`Data
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -24,6 +24,7 @@ from recsys_cli.data.datamodule import SequenceDataModule
 from recsys_cli.data.prepare_stats import repeat_share
 from recsys_cli.data.prepared_data import PreparedData
 from recsys_cli.errors import ConfigError, RecsysError
+from recsys_cli.training.behaviour import BehaviourBaselines, BehaviourMetrics
 from recsys_cli.training.callbacks import AtomicCheckpointIO, RandomState
 from recsys_cli.training.module import RecommenderModule
 from recsys_cli.training.objective import Objective
@@ -64,9 +65,21 @@ def build_datamodule(cfg: DictConfig) -> SequenceDataModule:
     return build(cfg.data, "data", _recursive_=True, scales=ScaleSet.from_config(cfg.scales))
 
 
-def build_model(cfg: DictConfig, spec: DataSpec) -> Any:
-    """The model of ``cfg.model`` for the prepared data described by ``spec``."""
-    return build(cfg.model, "model", spec=spec)
+def build_model(cfg: DictConfig, spec: DataSpec, outputs: Sequence[str] = ()) -> Any:
+    """The model of ``cfg.model`` for the prepared data described by ``spec``, with the auxiliary
+    ``outputs`` (heads) the objective's terms read."""
+    if not outputs:
+        return build(cfg.model, "model", spec=spec)
+    try:
+        return build(cfg.model, "model", spec=spec, outputs=sorted(outputs))
+    except ConfigError as err:
+        if "unexpected keyword argument 'outputs'" not in str(err):
+            raise
+        raise ConfigError(
+            f"the objective needs model outputs {sorted(outputs)} (objective terms "
+            f"{', '.join(sorted(cfg.objective))}), which model={cfg.model._target_} cannot give; "
+            "set those terms' weight to 0 or use a sequence model"
+        ) from None
 
 
 def build_objective(cfg: DictConfig, spec: DataSpec | None = None) -> Objective:
@@ -97,20 +110,37 @@ def resolve_filter_seen(setting: bool | str, data: PreparedData) -> bool:
     return filtered
 
 
+def is_trained(cfg: DictConfig) -> bool:
+    """Whether ``cfg.model`` trains by gradient (count baselines are fitted instead)."""
+    try:
+        model_class = get_class(str(cfg.model.get("_target_")))
+    except Exception:  # noqa: BLE001 - a wrong target is reported by build_model, with its config key
+        return True
+    return bool(getattr(model_class, "requires_training", True))
+
+
 def build_module(cfg: DictConfig, dm: SequenceDataModule, run_info: dict) -> RecommenderModule:
-    """The LightningModule of ``cfg`` on the (loaded) data of ``dm``."""
+    """The LightningModule of ``cfg`` on the (loaded) data of ``dm``: the objective first (its
+    terms say which heads the model needs), then the model."""
     data = dm.load()
     spec = dm.spec()
-    model = build_model(cfg, spec)
+    objective = build_objective(cfg, spec) if is_trained(cfg) else None
+    outputs = objective.required_outputs() if objective is not None else set()
+    model = build_model(cfg, spec, outputs)
+    behaviour = None
+    if "behaviour_logits" in outputs:
+        baselines = BehaviourBaselines(spec.type_transitions) if spec.type_transitions is not None else None
+        behaviour = BehaviourMetrics(spec.event_types, baselines)
     return RecommenderModule(
         model=model,
-        objective=build_objective(cfg, spec) if model.requires_training else None,
+        objective=objective,
         optimizer=build(cfg.optimizer, "optimizer"),
         ks=cfg.metrics.ks,
         num_items=spec.num_items,
         filter_seen=resolve_filter_seen(cfg.metrics.filter_seen, data),
         run_info=run_info,
         item_train_counts=spec.item_train_counts,
+        behaviour=behaviour,
     )
 
 

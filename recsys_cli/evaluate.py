@@ -25,7 +25,7 @@ from recsys_cli.compose import compose_train, config_groups
 from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.errors import ConfigError
 from recsys_cli.io import write_json_atomic
-from recsys_cli.reporting import format_table, held_out_line
+from recsys_cli.reporting import format_table, held_out_line, model_notes
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +145,13 @@ def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_s
 
     seen = "filtered" if module.filter_seen else "kept"
     print(f"\nCheckpoint: {ckpt_path}\nSplit: {dm.split.description}, stage: {stage}, seen items {seen}")
-    held = dm.summary().get("cold_items")
+    summary = dm.summary()
+    held = summary.get("cold_items")
     if held:
         print(held_out_line(held))
+    notes = model_notes(cfg.model, summary)
+    for note in notes:
+        print(note)
     print(format_table(results, width=12))
     report = {
         "checkpoint": str(ckpt_path),
@@ -155,6 +159,7 @@ def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_s
         "overrides": applied,
         "results": results,
         "filter_seen": module.filter_seen,
+        "notes": notes,
         **({"cold_items": held} if held else {}),
         "data_fingerprint_now": data.fingerprint,
         "data_fingerprint_trained": info.get("data_fingerprint"),

@@ -74,6 +74,24 @@ def held_out_line(held: dict[str, Any]) -> str:
     )
 
 
+def model_notes(model: Any, summary: dict[str, Any]) -> list[str]:
+    """Lines printed above the metrics about what the model was given: the request's time (a leak
+    in offline evaluation) and how many evaluation users a user embedding does not know."""
+    notes = []
+    if model.get("context_request_time"):
+        notes.append(
+            "model.context_request_time=true: the time of each predicted event is an input (what a "
+            "server knows when the user arrives; offline it tells the model when the user came back)"
+        )
+    unknown = summary.get("unknown_users")
+    if model.get("user_embedding") and unknown is not None:
+        notes.append(
+            f"Users unknown to training (scored with the unknown-user vector): {unknown['val']:,} "
+            f"validation and {unknown['test']:,} test cases"
+        )
+    return notes
+
+
 def objective(report: dict[str, Any], metric: str) -> float:
     """The value of ``metric`` (``<stage>/<name>``, e.g. ``val/ndcg@10``) in a train report."""
     match = _OBJECTIVE.match(str(metric))
@@ -94,6 +112,8 @@ def write_run_report(run_dir: Path, report: dict[str, Any]) -> None:
     held = report["data"].get("cold_items")
     if held:
         print(held_out_line(held))
+    for note in report.get("notes", []):
+        print(note)
     print(format_table({"val": report["val"], "test": report["test"]}))
     if weights:
         last = {k: round(v, 3) for k, v in weights[-1].items() if k != "epoch"}

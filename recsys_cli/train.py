@@ -27,7 +27,7 @@ from recsys_cli.builders import (
 from recsys_cli.checkpoints import initialise_from, make_run_info
 from recsys_cli.checks import check_against_data, check_resume, validate_config
 from recsys_cli.io import write_text_atomic
-from recsys_cli.reporting import objective, save_vocab, write_run_report
+from recsys_cli.reporting import model_notes, objective, save_vocab, write_run_report
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "train_seconds": round(train_seconds, 3),
         "seconds_per_epoch": round(train_seconds / (epochs - first_epoch), 3) if epochs > first_epoch else None,
         "data": summary,
+        "notes": model_notes(cfg.model, summary),
         "filter_seen": module.filter_seen,
         "scale_weights": module.scale_weight_history,
         "version": __version__,

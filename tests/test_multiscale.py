@@ -28,6 +28,7 @@ from recsys_cli.errors import ConfigError
 from recsys_cli.models.encoders import RNNEncoder, TransformerEncoder
 from recsys_cli.models.fusion import AttentionFusion, ConcatFusion, GateFusion, WeightedFusion
 from recsys_cli.models.items import IdEmbedding
+from recsys_cli.models.latent import VariationalLatent
 from recsys_cli.models.recommender import SequenceRecommender
 
 NUM_ITEMS, NUM_TYPES, NUM_CATS = 12, 3, 4
@@ -63,8 +64,24 @@ def make_spec(scales: dict = SCALES, num_categories: int = NUM_CATS) -> DataSpec
     )
 
 
+# every input switch of the sequence model on (the request's time stays off: it is the leak
+# that context_request_time=true allows on purpose)
+ALL_SWITCHES = {
+    "context": ["hour", "weekday", "gap", "event_type", "category"],
+    "user_embedding": True,
+    "latent": VariationalLatent,
+    "outputs": ["behaviour_logits", "latent_mu", "latent_logvar"],
+    "scoring": "cosine",
+}
+
+
 def make_model(
-    encoder: str, fusion=GateFusion, scales: dict = SCALES, share_encoder: bool = True, use_categories: bool = True
+    encoder: str,
+    fusion=GateFusion,
+    scales: dict = SCALES,
+    share_encoder: bool = True,
+    use_categories: bool = True,
+    **switches,
 ):
     """A tiny model; categories are inputs by default so the leakage tests cover them too."""
     torch.manual_seed(0)
@@ -77,6 +94,7 @@ def make_model(
         share_encoder=share_encoder,
         use_categories=use_categories,
         dropout=0.0,
+        **switches,
     )
     return model.eval()
 
@@ -122,18 +140,29 @@ def histories(draw):
     return before, after, target
 
 
+@pytest.mark.parametrize("switches", ["plain", "all"])
 @pytest.mark.parametrize("encoder", sorted(ENCODERS))
 @settings(max_examples=25, deadline=None)
 @given(case=histories())
-def test_scores_ignore_the_target_and_everything_after_it(encoder, case):
+def test_scores_ignore_the_target_and_everything_after_it(encoder, switches, case):
     before, after, target = case
-    model = make_model(encoder)
+    model = make_model(encoder, **(ALL_SWITCHES if switches == "all" else {}))
     original = one_user(*zip(*before, strict=True))
     changed = one_user(*zip(*(before[:target] + after), strict=True))  # new target time too
     assert np.array_equal(original.times[:target], changed.times[:target])
     torch.testing.assert_close(
         scores_for_target(model, original, target), scores_for_target(model, changed, target)
     )
+
+
+def test_the_request_time_is_an_input_only_when_asked_for():
+    events = [(3, 1, 1, 0), (5, 2, 2, 60), (7, 1, 3, 120), (2, 1, 1, 5000)]
+    later = events[:3] + [(2, 1, 1, 900_000)]  # the same target, 10 days later
+    a, b = one_user(*zip(*events, strict=True)), one_user(*zip(*later, strict=True))
+    default = make_model("gru", context=["hour", "weekday", "gap"])
+    torch.testing.assert_close(scores_for_target(default, a, 3), scores_for_target(default, b, 3))
+    asked = make_model("gru", context=["hour", "weekday", "gap"], context_request_time=True)
+    assert not torch.allclose(scores_for_target(asked, a, 3), scores_for_target(asked, b, 3))
 
 
 def test_categories_are_inputs_only_when_asked_for():
@@ -158,9 +187,10 @@ def test_categories_are_inputs_only_when_asked_for():
 @pytest.mark.parametrize("encoder", sorted(ENCODERS))
 def test_user_state_at_a_position_ignores_later_positions(encoder):
     """Dense training supervises every position: the state at position i (predicting i + 1) must
-    not see positions > i, whatever the encoder, with or without a scale encoder of its own."""
-    for share in (True, False):
-        model = make_model(encoder, share_encoder=share)
+    not see positions > i, whatever the encoder, with or without a scale encoder of its own, with
+    every input switch on."""
+    for share, switches in ((True, {}), (False, {}), (True, ALL_SWITCHES)):
+        model = make_model(encoder, share_encoder=share, **switches)
         rng = np.random.default_rng(1)
         n = 12
         data = one_user(
@@ -178,6 +208,8 @@ def test_user_state_at_a_position_ignores_later_positions(encoder):
             at = H + i + 1  # memory positions after anchor i
             later["items"][:, at:] = torch.randint(1, NUM_ITEMS + 1, later["items"][:, at:].shape)
             later["event_types"][:, at:] = 1
+            later["times"][:, at:] += 12_345  # other hours, weekdays and gaps
+            later["categories"][:, at:] = 1
             later["scale_stats"][:, :, i + 1 :] = torch.rand_like(later["scale_stats"][:, :, i + 1 :])
             later["window_start"][:, :, i + 1 :] = H  # wider windows for the later anchors
             with torch.no_grad():

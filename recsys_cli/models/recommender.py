@@ -7,7 +7,9 @@ never chosen by string.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -16,11 +18,16 @@ from torch import nn
 from recsys_cli.contract.batch import Batch
 from recsys_cli.contract.data_spec import DataSpec
 from recsys_cli.contract.output import ModelOutput
-from recsys_cli.contract.params import Fraction, PositiveInt
+from recsys_cli.contract.params import Fraction, PositiveInt, Range
 from recsys_cli.errors import ConfigError
+from recsys_cli.models.context import ContextEmbedding
 from recsys_cli.models.fusion import Fusion
 from recsys_cli.models.items import ItemRepresentation
+from recsys_cli.models.latent import VariationalLatent
 from recsys_cli.models.scales import MultiScalePooling
+
+# auxiliary outputs a model can be asked for (by the objective terms that read them)
+OUTPUT_HEADS = ("behaviour_logits", "latent_mu", "latent_logvar")
 
 
 class SequenceRecommender(nn.Module):
@@ -29,6 +36,20 @@ class SequenceRecommender(nn.Module):
     ``forward(batch, keep)`` returns a :class:`ModelOutput` with the user state at each of the last
     ``max_len`` positions [B, L, D] and the item table [N + 1, D] they are scored against; the same
     table gives the input vectors. ``keep`` [S] bool removes scales (ablation).
+
+    Switches on top of the sequence (each off by default; :mod:`recsys_cli.models.context`,
+    :mod:`recsys_cli.models.latent`):
+
+    - ``context``: features of each past event (hour, weekday, gap, event_type, category) added
+      to its vector; ``context_request_time`` adds the request's time features to the state;
+    - ``user_embedding``: a learned vector per user added to the state; users unknown to training
+      share a learned unknown-user vector, which training learns by replacing the user with it
+      at a rate of ``user_dropout``;
+    - ``latent``: a variational latent over the fused state (``model/latent=vae``);
+    - ``scoring``: ``dot`` (state . item) or ``cosine`` (both normalised, divided by a
+      ``temperature``, learned unless ``learn_temperature=false``);
+    - ``outputs``: auxiliary outputs the objective reads (``behaviour_logits``: a linear head
+      predicting the next event's type from the state; the builder asks for what the terms need).
     """
 
     requires_training = True
@@ -44,13 +65,30 @@ class SequenceRecommender(nn.Module):
         use_event_types: bool = True,
         use_categories: bool = False,
         dropout: Fraction = 0.2,
+        context: Sequence[str] = (),
+        context_request_time: bool = False,
+        user_embedding: bool = False,
+        user_dropout: Fraction = 0.1,
+        scoring: Literal["dot", "cosine"] = "dot",
+        temperature: Annotated[float, Range(min=0.01)] = 0.1,
+        learn_temperature: bool = True,
+        latent: Callable[..., VariationalLatent] | None = None,
+        outputs: Sequence[str] = (),
     ):
         super().__init__()
         self.num_items, self.dim, self.max_len = spec.num_items, dim, spec.max_len
         scales = spec.scales
         self.scale_names = scales.names
         self.items = item(spec=spec, dim=dim)
+        context = list(context)
+        use_event_types = use_event_types or "event_type" in context
+        use_categories = use_categories or "category" in context
         num_types = spec.num_event_types
+        if "event_type" in context and not num_types:
+            raise ConfigError(
+                "model.context has event_type, but the data has no event types (no 'event_type' "
+                "column): remove it from model.context or use data with behaviour types"
+            )
         self.type_embedding = nn.Embedding(num_types + 1, dim, padding_idx=0) if use_event_types and num_types else None
         if use_categories and not spec.num_categories:
             raise ConfigError(
@@ -79,6 +117,39 @@ class SequenceRecommender(nn.Module):
         )
         self.fusion = fusion(dim=dim, num_scales=S)
         self.embedding_dropout = nn.Dropout(dropout)
+        # the switches below create no module (and draw no random number) when they are off
+        timed = [f for f in context if f not in ("event_type", "category")]
+        self.context = ContextEmbedding(spec, dim, timed, context_request_time) if timed or context_request_time else None
+        self.user_dropout = user_dropout
+        self.user_embedding = None
+        if user_embedding:  # row 0: the unknown user (learned, not padding)
+            self.user_embedding = nn.Embedding(spec.num_users + 1, dim)
+            nn.init.normal_(self.user_embedding.weight, std=dim**-0.5)
+        if scoring not in ("dot", "cosine"):
+            raise ConfigError(f"model.scoring={scoring!r}: use dot or cosine")
+        self.scoring = scoring
+        if scoring == "cosine":
+            log_scale = torch.tensor(-math.log(temperature))
+            self.log_scale = nn.Parameter(log_scale) if learn_temperature else None
+            if not learn_temperature:
+                self.register_buffer("fixed_log_scale", log_scale)
+        self.latent = latent(dim=dim) if callable(latent) else None  # model/latent=none: an empty node
+        unknown = sorted(set(outputs) - set(OUTPUT_HEADS))
+        if unknown:
+            raise ConfigError(f"the objective needs model outputs {unknown} that {type(self).__name__} cannot give")
+        if ("latent_mu" in outputs or "latent_logvar" in outputs) and self.latent is None:
+            raise ConfigError(
+                "objective.kl needs a variational user latent: add model/latent=vae (or set the kl "
+                "term's weight to 0)"
+            )
+        self.behaviour_head = None
+        if "behaviour_logits" in outputs:
+            if num_types < 2:
+                raise ConfigError(
+                    f"objective.behaviour: the data has {num_types} event type(s), so there is no next "
+                    "behaviour to predict; set objective.behaviour.weight=0 or use data with event types"
+                )
+            self.behaviour_head = nn.Linear(dim, num_types)
 
     def embed(self, batch: Batch, table: torch.Tensor) -> torch.Tensor:
         """[B, T] event fields -> [B, T, D] input vectors, from the item table [N + 1, D].
@@ -94,7 +165,25 @@ class SequenceRecommender(nn.Module):
         if self.category_embedding is not None:
             limit = self.category_embedding.num_embeddings - 1
             x = x + self.category_embedding(batch["categories"].clamp(max=limit))
+        if self.context is not None:
+            x = x + self.context.events(batch)
         return x
+
+    def _user_vectors(self, batch: Batch) -> torch.Tensor:
+        """[B, D]: each case's user vector (row 0, the unknown user, for users unknown to training
+        and, in training, for a ``user_dropout`` share of the cases)."""
+        users = batch["users"]
+        if self.training and self.user_dropout > 0:
+            users = users * (torch.rand(users.shape, device=users.device) >= self.user_dropout)
+        return self.user_embedding(users)
+
+    def _scored(self, z: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """States and item table such that ``state . item`` is the configured score."""
+        if self.scoring == "dot":
+            return z, table
+        log_scale = self.log_scale if self.log_scale is not None else self.fixed_log_scale
+        scale = log_scale.clamp(max=math.log(100.0)).exp()  # a temperature of at least 0.01
+        return F.normalize(z, dim=-1) * scale, F.normalize(table, dim=-1)
 
     def forward(self, batch: Batch, keep: torch.Tensor | None = None) -> ModelOutput:
         """User states [B, L, D] for the last L positions of ``batch`` (fields [B, H + L])."""
@@ -112,7 +201,18 @@ class SequenceRecommender(nn.Module):
                 states = torch.stack([enc(inputs, mask) for enc in self.scale_encoders], dim=1)
             v = self.pooling(x, states, batch)  # [B, S, L, D]
             z, weights = self.fusion(h, v, keep)
-        return ModelOutput(states=z, item_table=table, scale_weights=weights if weights.numel() else None)
+        aux: dict[str, torch.Tensor] = {}
+        if self.user_embedding is not None:
+            z = z + self._user_vectors(batch).unsqueeze(1)
+        if self.context is not None:
+            z = z + self.context.request(batch, L)
+        if self.latent is not None:
+            z, aux["latent_mu"], aux["latent_logvar"] = self.latent(z)
+            aux["latent_mask"] = batch["targets"] > 0
+        if self.behaviour_head is not None:
+            aux["behaviour_logits"] = self.behaviour_head(z)
+        z, table = self._scored(z, table)
+        return ModelOutput(states=z, item_table=table, aux=aux, scale_weights=weights if weights.numel() else None)
 
     def refresh_items(self) -> None:
         """Before a training epoch or an evaluation: bring the item table up to date."""

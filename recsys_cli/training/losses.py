@@ -39,6 +39,11 @@ class NextItemTerm(ObjectiveTerm):
         return self.excluded
 
     def __call__(self, output: ModelOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if output.states is None or output.item_table is None:
+            raise ConfigError(
+                "objective.next_item reads user states and an item table, which this model does not "
+                "give (it scores directly): set objective.next_item.weight=0"
+            )
         targets = batch["targets"]  # [B, L]
         sel = targets > 0
         return self.loss(output.states[sel], targets[sel], output.item_table), {}

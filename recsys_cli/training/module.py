@@ -14,6 +14,7 @@ from torch import nn
 
 from recsys_cli.contract.batch import Batch, eval_targets
 from recsys_cli.contract.output import ModelOutput
+from recsys_cli.training.behaviour import BehaviourMetrics, sync_behaviour_distributed
 from recsys_cli.training.metrics import RankingMetrics, sync_distributed
 from recsys_cli.training.objective import Objective
 
@@ -44,6 +45,9 @@ class RecommenderModule(pl.LightningModule):
     ``recsys evaluate`` needs nothing else. With ``item_train_counts`` ([N + 1], the items' training
     events) every evaluation also reports the metrics per bucket of the target's count
     (``val/cold/ndcg@10``, ``test/head/cases``...; see :mod:`recsys_cli.training.buckets`).
+    With ``behaviour`` (a model with a next-behaviour head) every evaluation also reports the
+    head's accuracy, macro-F1 and per-type ROC-AUC on the held-out events' types, next to the
+    majority-type and type-Markov baselines (``val/behaviour/accuracy``...).
     """
 
     def __init__(
@@ -56,12 +60,14 @@ class RecommenderModule(pl.LightningModule):
         filter_seen: bool = True,
         run_info: dict | None = None,
         item_train_counts: np.ndarray | None = None,
+        behaviour: BehaviourMetrics | None = None,
     ):
         super().__init__()
         self.model, self.objective, self.optimizer_factory = model, objective, optimizer
         self.ks, self.num_items, self.filter_seen = list(ks), num_items, filter_seen
         self.run_info = run_info or {}
         self.metrics = RankingMetrics(self.ks, num_items, item_train_counts=item_train_counts)
+        self.behaviour = behaviour
         self.results: dict[str, dict[str, float]] = {}
         self.scale_weight_history: list[dict[str, float]] = []
         self._keep: torch.Tensor | None = None  # scale ablation mask, set by ``without_scales``
@@ -76,6 +82,7 @@ class RecommenderModule(pl.LightningModule):
         return TrainingStep(loss, terms, int((batch["targets"] > 0).sum()), output)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        self.objective.set_step(self.global_step)
         step = self.training_loss(batch)
         n = step.num_targets
         self.log("train/loss", step.loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
@@ -126,20 +133,32 @@ class RecommenderModule(pl.LightningModule):
 
     def _eval_step(self, batch: Batch) -> None:
         keep = None if self._keep is None else self._keep.to(self.device)
-        scores = self.model(batch, keep).last_scores()  # [B, N + 1]
-        self.metrics.update(scores, eval_targets(batch), batch["seen"] if self.filter_seen else None)
+        output = self.model(batch, keep)
+        self.metrics.update(output.last_scores(), eval_targets(batch), batch["seen"] if self.filter_seen else None)
+        if self.behaviour is not None and "behaviour_logits" in output.aux:
+            logits = output.aux["behaviour_logits"][:, -1]  # [B, K]: the type of the held-out event
+            self.behaviour.update(logits, batch["target_types"][:, -1], batch["event_types"][:, -1])
 
     def _eval_end(self, stage: str) -> None:
         sync_distributed(self.metrics)
         values = self.metrics.compute() if self.metrics.count else {}
+        if self.behaviour is not None:
+            sync_behaviour_distributed(self.behaviour)
+            values.update(self.behaviour.compute() if self.behaviour.count else {})
+            self.behaviour.reset()
         self.results[stage] = values
         for name, value in values.items():
             self.log(f"{stage}/{name}", value, sync_dist=False)
         self.metrics.reset()
 
-    def on_validation_epoch_start(self) -> None:
+    def _eval_start(self) -> None:
         self.metrics.reset()
+        if self.behaviour is not None:
+            self.behaviour.reset()
         self._refresh_items()
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_start()
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch)
@@ -148,8 +167,7 @@ class RecommenderModule(pl.LightningModule):
         self._eval_end("val")
 
     def on_test_epoch_start(self) -> None:
-        self.metrics.reset()
-        self._refresh_items()
+        self._eval_start()
 
     def test_step(self, batch, batch_idx):
         self._eval_step(batch)

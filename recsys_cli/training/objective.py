@@ -22,7 +22,15 @@ from recsys_cli.errors import ConfigError
 
 
 class ObjectiveTerm(ABC):
-    """One term of the objective; ``weight`` is its factor in the sum."""
+    """One term of the objective; ``weight`` is its factor in the sum.
+
+    ``step`` is the optimizer step being trained (set by :meth:`Objective.set_step` before every
+    training batch; a resumed run continues it), for terms with a schedule (e.g. KL annealing).
+    """
+
+    step: int = 0
+    # ModelOutput.aux keys this term reads: the model is built with the heads that produce them
+    requires: frozenset[str] = frozenset()
 
     def __init__(self, weight: float = 1.0):
         self.weight = float(weight)
@@ -58,6 +66,15 @@ class Objective:
             total = weighted if total is None else total + weighted
         assert total is not None  # at least one term (checked at construction)
         return total, logs
+
+    def set_step(self, step: int) -> None:
+        """Tell every term which optimizer step the next batch trains (for scheduled terms)."""
+        for term in self.terms.values():
+            term.step = int(step)
+
+    def required_outputs(self) -> set[str]:
+        """The ``ModelOutput.aux`` keys the terms read (a model builds the heads that give them)."""
+        return {key for term in self.terms.values() for key in term.requires}
 
     def log_names(self) -> list[str]:
         """The names logged under ``train/`` by the terms (each term's value)."""

@@ -1,0 +1,116 @@
+"""Context features of each behaviour, embedded and added to its event vector (``model.context``).
+
+Features of a past event (it is known when the next one is predicted):
+
+- ``hour``: the hour of day of the event (UTC), 24 values;
+- ``weekday``: its day of the week (UTC), 7 values;
+- ``gap``: the time since the user's previous event, bucketed on a log scale (bucket ``1 +
+  floor(log2(1 + seconds))``: 1 s, 2-3 s, 4-7 s, ... up to years; the user's first event has
+  its own bucket);
+- ``event_type`` and ``category``: the event's behaviour type and its item's category (the
+  columns the reader gives; ``model.use_event_types`` / ``model.use_categories`` are the same
+  switches and share the embedding).
+
+The event being predicted is never an input: its features are not in the memory. Only with
+``model.context_request_time=true`` the *time* of the request (the target event's hour, weekday
+and gap since the last event) is embedded and added to the user state, as a serving system that
+knows when the user came back would do. It is legitimate when serving and a leak in offline
+evaluation (the gap tells how soon the user came back), so runs print it above their metrics.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recsys_cli.contract.batch import Batch
+from recsys_cli.contract.data_spec import DataSpec
+from recsys_cli.errors import ConfigError
+
+TIME_FEATURES = ("hour", "weekday", "gap")
+COLUMN_FEATURES = ("event_type", "category")
+FEATURES = (*TIME_FEATURES, *COLUMN_FEATURES)
+GAP_BUCKETS = 40  # padding, 38 log2 buckets (the last from 2**37 s, 4,000 years, on), no previous event
+SECONDS_PER_DAY = 86_400
+
+
+def gap_bucket(seconds: torch.Tensor) -> torch.Tensor:
+    """Log-scale bucket of a time gap in seconds: ``1 + floor(log2(1 + seconds))`` (>= 1)."""
+    # 1..GAP_BUCKETS - 2; GAP_BUCKETS - 1 is the first event's (no gap), 0 padding
+    return 1 + torch.floor(torch.log2(1 + seconds.clamp(min=0).double())).long().clamp(max=GAP_BUCKETS - 3)
+
+
+def time_features(times: torch.Tensor, previous: torch.Tensor, has_previous: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Indices (0 = padding) of the hour, weekday and gap bucket of events at unix ``times``.
+
+    ``previous``: the time of the user's event before each one; ``has_previous``: whether there
+    is one (without, the gap gets its own index, ``GAP_BUCKETS - 1``).
+    """
+    hour = 1 + torch.div(times % SECONDS_PER_DAY, 3600, rounding_mode="floor")
+    weekday = 1 + (torch.div(times, SECONDS_PER_DAY, rounding_mode="floor") + 3) % 7  # 1970-01-01 was a Thursday
+    gap = torch.where(has_previous, gap_bucket(times - previous), torch.full_like(times, GAP_BUCKETS - 1))
+    return {"hour": hour, "weekday": weekday, "gap": gap}
+
+
+class ContextEmbedding(nn.Module):
+    """Adds the embedded context of every memory event to its vector; optionally the request's.
+
+    ``features``: the names from :data:`FEATURES` whose own embeddings live here (``hour``,
+    ``weekday``, ``gap``); ``event_type`` and ``category`` are embedded by the recommender's type
+    and category tables (the same switch under another name).
+    """
+
+    sizes = {"hour": 24, "weekday": 7, "gap": GAP_BUCKETS - 1}
+
+    def __init__(self, spec: DataSpec, dim: int, features: list[str], request_time: bool = False):
+        super().__init__()
+        unknown = [f for f in features if f not in FEATURES]
+        if unknown:
+            raise ConfigError(
+                f"model.context: unknown feature(s) {', '.join(map(repr, unknown))}; "
+                f"valid ones are {', '.join(FEATURES)}"
+            )
+        timed = [f for f in features if f in TIME_FEATURES]
+        if (timed or request_time) and not spec.has_time:
+            what = ", ".join(timed) or "context_request_time"
+            raise ConfigError(
+                f"model.context: {what} need event times, but this dataset has none (times are "
+                "positions); remove them from model.context or use data with a timestamp column"
+            )
+        self.features = timed
+        self.request_time = request_time
+        # index 0 = padding (a zero vector); embeddings start at a tenth of an item vector's scale
+        self.tables = nn.ModuleDict(
+            {f: nn.Embedding(self.sizes[f] + 1, dim, padding_idx=0) for f in (TIME_FEATURES if request_time else timed)}
+        )
+        for table in self.tables.values():
+            nn.init.normal_(table.weight, std=0.1)
+            with torch.no_grad():
+                table.weight[0].zero_()
+
+    def _embed(self, indices: dict[str, torch.Tensor], names: tuple[str, ...] | list[str], valid: torch.Tensor) -> torch.Tensor:
+        out = 0
+        for name in names:
+            out = out + self.tables[name](indices[name] * valid)
+        return out
+
+    def events(self, batch: Batch) -> torch.Tensor | int:
+        """[B, T, D] context vectors of the memory events (0 where there are no features)."""
+        if not self.features:
+            return 0
+        times, valid = batch["times"], batch["items"] > 0
+        previous = torch.nn.functional.pad(times[:, :-1], (1, 0))
+        has_previous = torch.nn.functional.pad(valid[:, :-1], (1, 0), value=False)
+        return self._embed(time_features(times, previous, has_previous), self.features, valid.long())
+
+    def request(self, batch: Batch, length: int) -> torch.Tensor | int:
+        """[B, L, D] context of the request after each of the last ``length`` positions: the
+        target event's time features (only with ``request_time``; 0 otherwise)."""
+        if not self.request_time:
+            return 0
+        target_times = batch["target_times"]  # [B, L]
+        last = batch["times"][:, -length:]
+        has_target = target_times > 0
+        has_previous = (batch["items"][:, -length:] > 0) & has_target
+        features = time_features(target_times, last, has_previous)
+        return self._embed(features, TIME_FEATURES, has_target.long())
