@@ -11,8 +11,12 @@ negatives they would teach a text model to avoid the text of exactly the items i
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from recsys_cli.contract.batch import Batch
 from recsys_cli.contract.data_spec import DataSpec
@@ -53,19 +57,146 @@ class NextItemTerm(ObjectiveTerm):
         raise NotImplementedError
 
 
+def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """float32, or float64 when an input is float64 (bf16 / fp16 inputs are computed in float32)."""
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+class _StreamingCrossEntropy(torch.autograd.Function):
+    """Exact mean cross-entropy over items 1..N, never holding more than [row_chunk, item_chunk]
+    logits, in the forward and in the backward (the logits are recomputed there, not saved).
+
+    Forward: per chunk of rows, an online log-sum-exp over chunks of items (running max and sum);
+    saved for the backward: z, the item table, the targets, the excluded mask and each row's LSE.
+    Backward, with p = exp(logits - LSE) of a chunk (the softmax, rebuilt from the saved LSE)::
+
+        grad_z   = (sum_chunks p @ C_chunk - C[target]) * g / M
+        grad_C[chunk] += p^T @ z_rows * g / M;   grad_C[target] -= z_rows * g / M   (index_add)
+
+    Row 0 of the table (padding) and the excluded items are never candidates: their logits are
+    -inf and they get no gradient (unless they are targets, which they never are in training).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        z: torch.Tensor,
+        items: torch.Tensor,
+        targets: torch.Tensor,
+        excluded: torch.Tensor | None,
+        item_chunk: int,
+        row_chunk: int,
+    ) -> torch.Tensor:
+        dtype = _compute_dtype(z, items)
+        n, m_total = items.shape[0] - 1, z.shape[0]
+        lse = torch.empty(m_total, dtype=dtype, device=z.device)
+        total = torch.zeros((), dtype=dtype, device=z.device)
+        with torch.autocast(z.device.type, enabled=False):
+            for i in range(0, m_total, row_chunk):
+                zc = z[i : i + row_chunk].to(dtype)  # [m, D]
+                run_max = torch.full((zc.shape[0],), float("-inf"), dtype=dtype, device=z.device)
+                run_sum = torch.zeros(zc.shape[0], dtype=dtype, device=z.device)
+                for j in range(1, n + 1, item_chunk):
+                    logits = _chunk_logits(zc, items, excluded, j, item_chunk, dtype)  # [m, c]
+                    new_max = torch.maximum(run_max, logits.amax(dim=1))
+                    # a row whose candidates so far are all excluded has max -inf: shift by 0 instead
+                    shift = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+                    run_sum = run_sum * torch.exp(run_max - shift) + torch.exp(logits - shift[:, None]).sum(1)
+                    run_max = new_max
+                row_lse = run_max + torch.log(run_sum)
+                lse[i : i + row_chunk] = row_lse
+                target_logit = (zc * items[targets[i : i + row_chunk]].to(dtype)).sum(-1)
+                total = total + (row_lse - target_logit).sum()
+        ctx.save_for_backward(z, items, targets, lse, excluded)
+        ctx.item_chunk, ctx.row_chunk = item_chunk, row_chunk
+        return total / max(m_total, 1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        z, items, targets, lse, excluded = ctx.saved_tensors
+        need_z, need_items = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dtype = lse.dtype
+        n, m_total = items.shape[0] - 1, z.shape[0]
+        scale = grad_output.to(dtype) / max(m_total, 1)
+        grad_z = torch.zeros(z.shape, dtype=dtype, device=z.device) if need_z else None
+        grad_c = torch.zeros(items.shape, dtype=dtype, device=items.device) if need_items else None
+        with torch.autocast(z.device.type, enabled=False):
+            for i in range(0, m_total, ctx.row_chunk):
+                rows = slice(i, i + ctx.row_chunk)
+                zc, row_lse, tc = z[rows].to(dtype), lse[rows], targets[rows]
+                gz = torch.zeros_like(zc) if need_z else None
+                for j in range(1, n + 1, ctx.item_chunk):
+                    logits = _chunk_logits(zc, items, excluded, j, ctx.item_chunk, dtype)
+                    p = torch.exp(logits - row_lse[:, None]) * scale  # [m, c]: softmax * g / M
+                    if gz is not None:
+                        gz += p @ items[j : j + ctx.item_chunk].to(dtype)
+                    if grad_c is not None:
+                        grad_c[j : j + ctx.item_chunk] += p.T @ zc
+                if grad_z is not None and gz is not None:
+                    grad_z[rows] = gz - items[tc].to(dtype) * scale
+                if grad_c is not None:
+                    grad_c.index_add_(0, tc, zc * -scale)
+        return (
+            grad_z.to(z.dtype) if grad_z is not None else None,
+            grad_c.to(items.dtype) if grad_c is not None else None,
+            None, None, None, None,
+        )  # fmt: skip
+
+
+def _chunk_logits(
+    zc: torch.Tensor, items: torch.Tensor, excluded: torch.Tensor | None, start: int, size: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """[m, c] logits of the rows ``zc`` against items ``start .. start + size - 1``, in ``dtype``,
+    excluded items at -inf."""
+    logits = zc @ items[start : start + size].to(dtype).T
+    if excluded is not None:
+        logits = logits.masked_fill(excluded[start : start + size], float("-inf"))
+    return logits
+
+
+def streaming_cross_entropy(
+    z: torch.Tensor,
+    items: torch.Tensor,
+    targets: torch.Tensor,
+    excluded: torch.Tensor | None = None,
+    item_chunk_size: int = 8192,
+    chunk_size: int = 4096,
+) -> torch.Tensor:
+    """Exact mean cross-entropy of ``z`` [M, D] over the candidates 1..N of ``items`` [N + 1, D]
+    (``targets`` [M] in 1..N; ``excluded`` [N + 1] bool: items that are not candidates).
+
+    Equal to ``F.cross_entropy(z @ items[1:].T, targets - 1)`` (excluded logits at -inf) up to
+    summation order, but never holds more than [chunk_size, item_chunk_size] logits, also in the
+    backward. Computed in float32 (float64 for float64 inputs); gradients come back in the dtypes
+    of ``z`` and ``items``. Not twice differentiable.
+    """
+    return _StreamingCrossEntropy.apply(z, items, targets, excluded, int(item_chunk_size), int(chunk_size))
+
+
 class FullSoftmaxCE(NextItemTerm):
     """Cross-entropy over the whole catalogue (SASRec+ / "full CE"): the default.
 
-    Logits are built in chunks of ``chunk_size`` positions so memory stays at chunk x N.
+    Logits are built in chunks of ``chunk_size`` positions. A catalogue of at most
+    ``item_chunk_size`` items takes one chunk of items: logits [chunk_size, N] with
+    ``F.cross_entropy`` (autograd keeps every chunk's logits for the backward). A larger catalogue
+    streams over chunks of ``item_chunk_size`` items (:func:`streaming_cross_entropy`: the same
+    loss, exact, but memory [chunk_size, item_chunk_size] in the forward and in the backward).
     """
 
-    def __init__(self, weight: NonNegative = 1.0, chunk_size: PositiveInt = 4096):
+    def __init__(self, weight: NonNegative = 1.0, chunk_size: PositiveInt = 4096, item_chunk_size: PositiveInt = 8192):
         super().__init__(weight)
         self.chunk_size = chunk_size
+        self.item_chunk_size = item_chunk_size
 
     def loss(self, z: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         candidates = items[1:]  # [N, D]
         excluded = self._excluded(z.device)
+        if candidates.shape[0] > self.item_chunk_size:
+            return streaming_cross_entropy(z, items, targets, excluded, self.item_chunk_size, self.chunk_size)
         total = z.new_zeros(())
         for i in range(0, z.shape[0], self.chunk_size):
             logits = z[i : i + self.chunk_size] @ candidates.T  # [m, D] @ [D, N] -> [m, N]
@@ -76,31 +207,150 @@ class FullSoftmaxCE(NextItemTerm):
 
 
 class SampledSoftmax(NextItemTerm):
-    """Softmax over the target and ``num_negatives`` uniformly sampled items shared by the batch.
+    """Softmax over the target and ``num_negatives`` (K) sampled items shared by the batch.
 
-    Negatives equal to a row's target are masked out (no accidental hits). Uniform sampling needs
-    no logQ correction.
+    Negatives equal to a row's target are masked out (no accidental hits); so are held-out items.
+
+    ``sampling``:
+
+    - ``uniform`` (default): K draws of ``randint(1, N + 1)`` (q(j) = 1 / N). Held-out items can be
+      drawn and are then masked (-inf: no gradient), which keeps the draws of every earlier run;
+    - ``popularity``: K draws with replacement, q(j) proportional to
+      ``max(item_train_counts[j], 1) ** alpha`` (``alpha=0.75`` as word2vec). Items with no
+      training event get the weight of an item with one (they exist in training, so full CE pushes
+      their scores down too; never drawing them would leave their vectors untrained). Held-out items
+      and row 0 have q = 0: never drawn. Needs ``bind(spec)`` with ``item_train_counts``.
+
+    ``in_batch``: the targets of all M supervised positions of the batch are negatives of every row
+    as well (mixed negative sampling, Yang et al., WWW 2020); those equal to the row's target
+    (the row itself included) are masked. A target that occurs n times in the batch is one column
+    with n added to its exp-logit (``+ log n``): the same loss as n columns, in [M, unique] memory.
+    Their probability per in-batch draw is approximated by the training frequency
+    p(j) = max(item_train_counts[j], 1) / sum (deterministic, and what Yi et al.'s streaming
+    estimate converges to); needs ``bind(spec)`` with ``item_train_counts``.
+
+    ``logq`` (sampled softmax of Jean et al., 2015 / Yi et al., RecSys 2019): every logit in the
+    softmax -- the positive's, every sampled negative's, every in-batch negative's -- is
+    corrected by ``- log E[j]``, E[j] the expected number of copies of item j among the candidates:
+    ``E[j] = K q(j)``, plus ``M p(j)`` with ``in_batch`` (for two samplers this is the balance-
+    heuristic importance weight, unbiased for the full softmax normaliser; with one sampler it is
+    the textbook ``log(K q(j))``). With ``sampling=uniform`` and no in-batch negatives E[j] = K / N
+    for every item: a constant shift that cancels in the softmax, so it is not applied at all and
+    the values stay bit-identical to runs without it.
     """
 
     def __init__(
-        self, weight: NonNegative = 1.0, num_negatives: PositiveInt = 256, seed: int = 0
+        self,
+        weight: NonNegative = 1.0,
+        num_negatives: PositiveInt = 256,
+        seed: int = 0,
+        sampling: Literal["uniform", "popularity"] = "uniform",
+        alpha: NonNegative = 0.75,
+        logq: bool = True,
+        in_batch: bool = False,
     ):
         super().__init__(weight)
         if num_negatives < 1:
             raise ConfigError(f"objective.next_item.num_negatives={num_negatives}: use at least 1")
+        if sampling not in ("uniform", "popularity"):
+            raise ConfigError(f"objective.next_item.sampling={sampling}: use uniform or popularity")
         self.num_negatives = num_negatives
         self.generator = torch.Generator().manual_seed(seed)
+        self.sampling, self.alpha, self.logq, self.in_batch = sampling, float(alpha), bool(logq), bool(in_batch)
+        self.cdf: torch.Tensor | None = None  # [N + 1] float64 cumulative weights (popularity)
+        self.q: torch.Tensor | None = None  # [N + 1] float64: probability of one draw (popularity)
+        self.p_batch: torch.Tensor | None = None  # [N + 1] float64: probability of one in-batch target
+        self._last = 0
+        self._device_cache: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def bind(self, spec: DataSpec) -> None:
+        super().bind(spec)
+        if self.sampling == "uniform" and not self.in_batch:
+            return
+        counts = spec.item_train_counts
+        if counts is None:
+            raise ConfigError(
+                f"objective.next_item: sampling={self.sampling} in_batch={self.in_batch} needs the items' "
+                "training counts, which this data does not give; use sampling=uniform in_batch=false"
+            )
+        counts = torch.as_tensor(np.asarray(counts), dtype=torch.float64)
+        if counts.shape != (spec.num_items + 1,):
+            raise ConfigError(f"item_train_counts has shape {tuple(counts.shape)}, expected [{spec.num_items + 1}]")
+        base = counts.clamp(min=1.0)
+        base[0] = 0.0
+        if self.excluded is not None:
+            base[self.excluded] = 0.0
+        self.p_batch = base / base.sum()
+        weights = base**self.alpha
+        weights[base == 0] = 0.0  # 0 ** 0 = 1 for alpha = 0: padding and held-out stay at 0
+        self.cdf = torch.cumsum(weights, 0)
+        self.q = weights / self.cdf[-1]
+        self._last = int(torch.nonzero(weights).max())  # the last item that can be drawn
+        self._device_cache = {}
+
+    def sample_negatives(self, n: int) -> torch.Tensor:
+        """The K negative item ids [K] (CPU) of one batch, from ``self.generator``."""
+        if self.sampling == "uniform":
+            return torch.randint(1, n + 1, (self.num_negatives,), generator=self.generator)
+        if self.cdf is None:
+            raise ConfigError("objective.next_item.sampling=popularity: call bind(spec) before the loss")
+        if self.cdf.shape[0] != n + 1:
+            raise ConfigError(f"objective.next_item: bound to {self.cdf.shape[0] - 1} items, the item table has {n}")
+        total = self.cdf[-1]
+        u = torch.rand(self.num_negatives, generator=self.generator, dtype=torch.float64) * total
+        # the first item whose cumulative weight exceeds u: items of weight 0 are never chosen
+        return torch.searchsorted(self.cdf, u, right=True).clamp(max=self._last)
+
+    def _on(self, name: str, value: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        key = (name, device, dtype)
+        if key not in self._device_cache:
+            self._device_cache[key] = value.to(device=device, dtype=dtype)
+        return self._device_cache[key]
+
+    def _log_expected(self, ids: torch.Tensor, n: int, m: int, dtype: torch.dtype) -> torch.Tensor:
+        """log E[copies of each item of ``ids`` among the candidates] (see the class docstring)."""
+        k = self.num_negatives
+        if self.sampling == "uniform":
+            expected = torch.full(ids.shape, k / n, dtype=dtype, device=ids.device)
+        else:
+            assert self.q is not None
+            expected = k * self._on("q", self.q, ids.device, dtype)[ids]
+        if self.in_batch:
+            assert self.p_batch is not None
+            expected = expected + m * self._on("p", self.p_batch, ids.device, dtype)[ids]
+        return torch.log(expected.clamp(min=torch.finfo(dtype).tiny))
 
     def loss(self, z: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         n = items.shape[0] - 1
-        neg = torch.randint(1, n + 1, (self.num_negatives,), generator=self.generator).to(z.device)
+        neg = self.sample_negatives(n).to(z.device)
         pos_logit = (z * items[targets]).sum(-1, keepdim=True)  # [M, 1]
         neg_logit = z @ items[neg].T  # [M, K]
         neg_logit = neg_logit.masked_fill(neg[None, :] == targets[:, None], float("-inf"))
         excluded = self._excluded(z.device)
         if excluded is not None:
             neg_logit = neg_logit.masked_fill(excluded[neg][None, :], float("-inf"))
-        logits = torch.cat([pos_logit, neg_logit], dim=1).float()
+        correct = self.logq and (self.sampling != "uniform" or self.in_batch)
+        if not correct and not self.in_batch:  # the original computation, bit for bit
+            logits = torch.cat([pos_logit, neg_logit], dim=1).float()
+            return F.cross_entropy(logits, torch.zeros_like(targets))
+        dtype = _compute_dtype(z, items)
+        parts = [pos_logit.to(dtype), neg_logit.to(dtype)]
+        if self.in_batch:
+            if self.p_batch is None:
+                raise ConfigError("objective.next_item.in_batch=true: call bind(spec) before the loss")
+            uniq, mult = torch.unique(targets, return_counts=True)  # [U]
+            batch_logit = (z @ items[uniq].T).to(dtype) + torch.log(mult.to(dtype))[None, :]  # [M, U]
+            hit = uniq[None, :] == targets[:, None]
+            if excluded is not None:
+                hit = hit | excluded[uniq][None, :]
+            parts.append(batch_logit.masked_fill(hit, float("-inf")))
+        if correct:
+            m = targets.shape[0]
+            parts[0] = parts[0] - self._log_expected(targets, n, m, dtype)[:, None]
+            parts[1] = parts[1] - self._log_expected(neg, n, m, dtype)[None, :]
+            if self.in_batch:
+                parts[2] = parts[2] - self._log_expected(uniq, n, m, dtype)[None, :]
+        logits = torch.cat(parts, dim=1)
         return F.cross_entropy(logits, torch.zeros_like(targets))
 
 
