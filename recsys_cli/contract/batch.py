@@ -12,6 +12,9 @@ field                 shape           meaning
 ``times``             [B, T] int64    its time (unix seconds, or its position without timestamps)
 ``event_types``       [B, T] int64    its behaviour type (1..K; 0 = unknown)
 ``categories``        [B, T] int64    its category (1..C; 0 = unknown)
+``context``           [B, T, C]       int64: its value of each context column (C columns named by
+                                      ``data.columns.context``, in ``DataSpec.context_columns``
+                                      order; 1..V; 0 = missing or padding); only when C > 0
 ``targets``           [B, L] int64    the item to predict after each encoder position (0 = not
                                       supervised): every next training event in training; only
                                       the last column, the held-out item, in evaluation
@@ -38,6 +41,8 @@ from torch import Tensor
 
 EVENT_FIELDS = ("items", "times", "event_types", "categories")
 WINDOW_FIELDS = ("window_start", "scale_stats")
+# present (in training and evaluation batches) only when ``DataSpec.context_columns`` is not empty
+CONTEXT_FIELD = "context"
 CASE_FIELDS = ("targets", "target_types", "target_times", "users")
 TRAIN_FIELDS = (*EVENT_FIELDS, *CASE_FIELDS)
 EVAL_FIELDS = (*EVENT_FIELDS, *CASE_FIELDS, "seen")
@@ -50,6 +55,7 @@ class Batch(TypedDict, total=False):
     times: Tensor
     event_types: Tensor
     categories: Tensor
+    context: Tensor
     targets: Tensor
     target_types: Tensor
     target_times: Tensor

@@ -23,6 +23,9 @@ class DataSpec:
     ``item_fields[name][i - 1]`` its text field ``name`` (``title``, ``category``, ``year``,
     ``genres``, ``brand``, ``description``: what the reader provides). ``item_train_counts[i]`` is
     the number of training events of item ``i`` in the split (0: a cold item; index 0 unused).
+    ``context_columns`` maps each context column the data config names (``data.columns.context``)
+    to its number of values V (codes 1..V, 0 = missing), in the order of the last axis of the
+    batch field ``context``; empty when none is named (and batches then have no ``context``).
     """
 
     num_items: int
@@ -41,6 +44,9 @@ class DataSpec:
     # [K + 1, K + 1] int64: how often an event of type a (row) is followed by one of type b (column)
     # in a user's training events (the behaviour baselines' counts; index 0 = unknown type)
     type_transitions: np.ndarray | None = None
+    # context column name -> number of values V (codes 1..V; 0 = missing or padding), in the order
+    # of the batch field ``context`` [B, T, C]
+    context_columns: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def num_event_types(self) -> int:

@@ -11,6 +11,8 @@ fancy-index per batch; nothing is copied per prefix.
   ``targets``), and the items of ``[s, e)`` are the seen items that ranking may filter.
 
 The fields, their shapes and meaning are declared once in :mod:`recsys_cli.contract.batch`.
+Batches carry the context columns (``data.columns.context``) as ``context`` [B, T, C] only when
+the data names some: without, their fields are exactly those of data without context columns.
 
 With time-window scales, every batch also carries, for each scale and each of the ``L`` encoder
 positions (anchors), the window's first member in memory coordinates (``window_start`` [B, S, L];
@@ -118,6 +120,8 @@ class CaseBatches(Dataset):
             "event_types": np.where(valid, d.event_types[idx], 0),
             "categories": np.where(valid, d.categories[idx], 0),
         }
+        if d.context:  # [B, H + L, C]: the context columns in DataSpec.context_columns order
+            batch["context"] = np.stack([np.where(valid, codes[idx], 0) for codes in d.context.values()], axis=-1)
         if self.features is not None:
             batch.update(self._window_fields(idx[:, -self.max_len :], valid[:, -self.max_len :], ends))
         batch["users"] = self.users[case_ids]
@@ -307,6 +311,7 @@ class SequenceDataModule(pl.LightningDataModule):
             item_train_counts=np.bincount(self.train_events()[0], minlength=data.num_items + 1),
             held_out_items=self.held_out,
             type_transitions=self.type_transitions(),
+            context_columns={name: len(data.context_vocab[name]) for name in data.context},
         )
 
     def type_transitions(self) -> np.ndarray:

@@ -56,6 +56,20 @@ def _codes(column: pl.Series) -> tuple[np.ndarray, pl.Series]:
     return codes.to_numpy(), vocab
 
 
+def _context_codes(raw: RawDataset) -> dict[str, tuple[np.ndarray, pl.Series]]:
+    """Codes and sorted values (:func:`_codes`) of every context column the reader names
+    (``raw.context``, from ``data.columns.context``), by name in config order."""
+    out = {}
+    for name in raw.context:
+        if name not in raw.events.columns:
+            raise DataError(
+                f"dataset '{raw.name}': the reader names the context column '{name}' but returned "
+                f"no such column (columns: {raw.events.columns})"
+            )
+        out[name] = _codes(raw.events.get_column(name).cast(pl.Utf8))
+    return out
+
+
 def _compact(codes: np.ndarray, vocab: pl.Series) -> tuple[np.ndarray, pl.Series]:
     """Renumber codes 1..V to the values that still occur (keeping their order; 0 stays 0)."""
     present = np.bincount(codes, minlength=len(vocab) + 1) > 0
@@ -130,12 +144,14 @@ def prepare_events(raw: RawDataset, config: PreparationConfig) -> PreparedData:
     """Deduplicate, filter, index and sort the canonical events (see the module docstring).
 
     Steps, all on integer codes with numpy (no per-user Python work): codes for users, items,
-    event types and categories (sorted raw values -> 1..V); a stable sort by (user, time) that
-    keeps the file order on equal timestamps; duplicates (same user, item, time and event type;
-    without timestamps same user, item and type) dropped keeping the first; the k-core filter;
-    at most ``max_events_per_user`` newest events per user; codes renumbered to what remains;
-    the items' titles and text fields aligned with the item vocabulary (:func:`_item_text`; the
-    category, when the items table has none, is each item's most frequent event category).
+    event types, categories and context columns (sorted raw values -> 1..V); a stable sort by
+    (user, time) that keeps the file order on equal timestamps; duplicates (same user, item, time
+    and event type; without timestamps same user, item and type; the context columns do not
+    matter) dropped keeping the first; the k-core filter; at most ``max_events_per_user`` newest
+    events per user; codes renumbered to what remains (the context columns go with their events
+    through every step); the items' titles and text fields aligned with the item vocabulary
+    (:func:`_item_text`; the category, when the items table has none, is each item's most
+    frequent event category).
     """
     events = raw.events
     if events.height == 0:
@@ -168,6 +184,7 @@ def prepare_events(raw: RawDataset, config: PreparationConfig) -> PreparedData:
         if "category" in events.columns
         else (np.zeros(events.height, np.int64), pl.Series([], dtype=pl.Utf8))
     )
+    context = _context_codes(raw)  # {name: (codes, vocab)}, reordered and filtered as the rest
     stamps = None
     if has_time:
         ts = events.get_column("timestamp")
@@ -182,6 +199,7 @@ def prepare_events(raw: RawDataset, config: PreparationConfig) -> PreparedData:
     order = _stable_order(user_codes, stamps)
     user_codes, item_codes = user_codes[order], item_codes[order]
     type_codes, cat_codes = type_codes[order], cat_codes[order]
+    context = {name: (codes[order], vocab) for name, (codes, vocab) in context.items()}
     if stamps is not None:
         stamps = stamps[order]
     del order
@@ -212,6 +230,7 @@ def prepare_events(raw: RawDataset, config: PreparationConfig) -> PreparedData:
         keep[kept_idx[ends[u] - np.arange(len(u)) > config.max_events_per_user]] = False
     user_codes, item_codes = user_codes[keep], item_codes[keep]
     type_codes, cat_codes = type_codes[keep], cat_codes[keep]
+    context = {name: (codes[keep], vocab) for name, (codes, vocab) in context.items()}
     if stamps is not None:
         stamps = stamps[keep]
     del keep
@@ -220,6 +239,7 @@ def prepare_events(raw: RawDataset, config: PreparationConfig) -> PreparedData:
     item_codes, item_vocab = _compact(item_codes, item_vocab)
     type_codes, type_vocab = _compact(type_codes, type_vocab)
     cat_codes, cat_vocab = _compact(cat_codes, cat_vocab)
+    context = {name: _compact(codes, vocab) for name, (codes, vocab) in context.items()}
     stats["filter_rounds"] = rounds
     stats["users_dropped"] = users_before - len(user_vocab)
     stats["single_event_users"] = int(single.sum())
@@ -262,6 +282,10 @@ def prepare_events(raw: RawDataset, config: PreparationConfig) -> PreparedData:
         has_time=has_time,
         item_titles=titles,
         item_fields=fields,
+        context={name: codes for name, (codes, _) in context.items()},
+        context_vocab={
+            name: [str(v) for v in vocab.to_list()] for name, (_, vocab) in context.items()
+        },
     )
     prepared.stats = {**stats, **describe(prepared)}
     _log_cleaning(raw.name, prepared.stats, config)

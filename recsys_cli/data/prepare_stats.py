@@ -28,7 +28,7 @@ def repeat_share(data: PreparedData) -> float:
 
 def describe(data: PreparedData) -> dict:
     """Statistics printed by ``recsys prepare`` and stored with the cache: sizes, sequence-length
-    percentiles, events per event type, the share of repeated (user, item) events, time span and
+    percentiles, events per event type, the context columns' numbers of values, the share of repeated (user, item) events, time span and
     the share of a user's consecutive events with equal timestamps."""
     lengths = np.diff(data.offsets)
     starts_of_user = np.zeros(data.num_events, dtype=bool)
@@ -49,6 +49,8 @@ def describe(data: PreparedData) -> dict:
         "categories": data.num_categories,
         "repeat_share": repeat_share(data),
     }
+    if data.context_vocab:  # the context columns of data.columns.context: values per column
+        out["context_columns"] = {name: len(vocab) for name, vocab in data.context_vocab.items()}
     if data.has_time:
         equal = (np.diff(data.times) == 0) & ~starts_of_user[1:]
         first, last = int(data.times.min()), int(data.times.max())
@@ -73,6 +75,7 @@ STAT_LABELS = {
     "events": "events",
     "event_types": "events per type",
     "categories": "categories",
+    "context_columns": "context columns (values)",
     "repeat_share": "events repeating an item of the user",
     "seq_len_p50": "sequence length p50",
     "time_first": "first event",
@@ -96,7 +99,7 @@ def format_stats(stats: dict) -> str:
                 f"{stats[k]:g}"
                 for k in ("seq_len_min", "seq_len_p50", "seq_len_p90", "seq_len_p99", "seq_len_max")
             )
-        elif key == "event_types":
+        elif key in ("event_types", "context_columns"):
             value = ", ".join(f"{k} {v:,}" for k, v in value.items()) or "(none)"
         elif key in ("equal_timestamp_share", "repeat_share"):
             value = f"{value:.1%}"

@@ -8,9 +8,10 @@ preparations are removed by the next preparation (their writer's process is gone
 entry is discarded. Whether an entry is read or built (and what is logged about it) is decided by
 :func:`recsys_cli.data.prepare.prepare`.
 
-A folder holds ``arrays.npz`` (the CSR arrays), ``items.parquet`` (raw item ids and titles),
+A folder holds ``arrays.npz`` (the CSR arrays; the context columns' codes as ``context_<i>``, in
+the order of ``meta.json``'s ``context`` names), ``items.parquet`` (raw item ids and titles),
 ``item_fields.parquet`` (one text column per item field, rows in item index order; only when
-there are fields), ``users.parquet`` and ``meta.json`` (vocabularies, the field names, stats).
+there are fields), ``users.parquet`` and ``meta.json`` (vocabularies, the field and context column names, stats).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from recsys_cli.io import remove_dead_leftovers, writer_tag
 
 # Bump when the prepared layout or the preparation logic changes: invalidates every cache.
 # 4: the items' text fields (item_fields.parquet). 5: read counts in the statistics (rows dropped
-# for invalid timestamps), stricter timestamp checks.
-PREPARE_VERSION = 5
+# for invalid timestamps), stricter timestamp checks. 6: context columns (data.columns.context).
+PREPARE_VERSION = 6
 
 
 def fingerprint(reader: DatasetReader, config: PreparationConfig) -> str:
@@ -58,7 +59,8 @@ def save_prepared(data: PreparedData, folder: Path) -> None:
     remove_dead_tmp(folder.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}{_TMP_MARK}{writer_tag()}-", dir=folder.parent))
     try:
-        np.savez(tmp / "arrays.npz", **{k: getattr(data, k) for k in _ARRAYS})
+        context = {f"context_{i}": codes for i, codes in enumerate(data.context.values())}
+        np.savez(tmp / "arrays.npz", **{k: getattr(data, k) for k in _ARRAYS}, **context)
         items_table = {"item_id": pl.Series(data.item_vocab)}
         if data.item_titles is not None:
             items_table["title"] = pl.Series(data.item_titles, dtype=pl.Utf8)
@@ -71,6 +73,8 @@ def save_prepared(data: PreparedData, folder: Path) -> None:
             "event_type_vocab": data.event_type_vocab,
             "category_vocab": data.category_vocab,
             "item_fields": list(data.item_fields),
+            "context": list(data.context),
+            "context_vocab": [data.context_vocab[name] for name in data.context],
             "has_time": data.has_time,
             "stats": data.stats,
             "fingerprint": data.fingerprint,
@@ -103,8 +107,11 @@ def load_prepared(folder: Path, expected_fingerprint: str | None = None) -> Prep
         raise ValueError(f"cache version {meta.get('version')}, expected {PREPARE_VERSION}")
     if expected_fingerprint is not None and meta.get("fingerprint") != expected_fingerprint:
         raise ValueError(f"fingerprint {meta.get('fingerprint')}, expected {expected_fingerprint}")
+    names = meta["context"]
     with np.load(folder / "arrays.npz") as arrays:
         loaded = {k: arrays[k] for k in _ARRAYS}
+        context = {name: arrays[f"context_{i}"] for i, name in enumerate(names)}
+    context_vocab = dict(zip(names, meta["context_vocab"], strict=True))
     items = pl.read_parquet(folder / "items.parquet")
     users = pl.read_parquet(folder / "users.parquet").get_column("user_id").to_list()
     n = len(loaded["items"])
@@ -112,6 +119,9 @@ def load_prepared(folder: Path, expected_fingerprint: str | None = None) -> Prep
         raise ValueError("arrays and vocabularies disagree")
     if any(len(loaded[k]) != n for k in ("times", "event_types", "categories")):
         raise ValueError("event arrays of different lengths")
+    for name, codes in context.items():
+        if len(codes) != n or (n and int(codes.max()) > len(context_vocab[name])):
+            raise ValueError(f"context column {name!r} and the events disagree")
     fields: dict[str, list[str | None]] = {}
     if meta["item_fields"]:
         table = pl.read_parquet(folder / "item_fields.parquet")
@@ -127,6 +137,8 @@ def load_prepared(folder: Path, expected_fingerprint: str | None = None) -> Prep
         has_time=meta["has_time"],
         item_titles=items.get_column("title").to_list() if "title" in items.columns else None,
         item_fields=fields,
+        context=context,
+        context_vocab=context_vocab,
         stats=meta["stats"],
         fingerprint=meta["fingerprint"],
     )

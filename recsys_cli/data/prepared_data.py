@@ -5,8 +5,10 @@ per user); :class:`PreparedData` is what :func:`recsys_cli.data.prepare.prepare_
 :mod:`recsys_cli.data.prepared_cache` stores.
 
 The prepared form is a CSR layout over users: ``offsets[u]:offsets[u+1]`` are user ``u``'s
-events in time order in the flat arrays ``items``, ``times``, ``event_types`` and ``categories``.
-Ids are contiguous and 0 is reserved for padding (items, event types, categories). Batches are
+events in time order in the flat arrays ``items``, ``times``, ``event_types`` and ``categories``,
+and in one array per context column (``context[name]``, the columns ``data.columns.context``
+names). Ids are contiguous and 0 is reserved for padding (items, event types, categories, context
+values). Batches are
 gathered from these arrays by index arithmetic: no per-prefix copies of sequences exist anywhere.
 A change of this layout needs a new ``PREPARE_VERSION`` in :mod:`recsys_cli.data.prepared_cache`.
 """
@@ -63,6 +65,11 @@ class PreparedData:
     # the items' text fields by name (title, category, year, genres, brand, description...): each
     # a list over item indices 1..N (position i - 1), None where an item has no value
     item_fields: dict[str, list[str | None]] = field(default_factory=dict)
+    # the context columns (data.columns.context) in config order: [E] int64 codes per name, 0 =
+    # missing, 1..V = context_vocab[name][code - 1] (sorted values); every reordering or filtering
+    # of the event arrays applies to these too
+    context: dict[str, np.ndarray] = field(default_factory=dict)
+    context_vocab: dict[str, list[str]] = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
     fingerprint: str = ""
 

@@ -127,7 +127,8 @@ def _first_per_user(mask: np.ndarray, users: np.ndarray) -> np.ndarray:
     return first
 
 
-# the per-event arrays of PreparedData (CSR over users, indexed by global event index)
+# the per-event arrays of PreparedData (CSR over users, indexed by global event index); the
+# context columns (``PreparedData.context``, one array per name) are per-event arrays as well
 EVENT_ARRAYS = ("items", "times", "event_types", "categories")
 
 
@@ -155,5 +156,6 @@ def training_view(data: PreparedData, train_end: np.ndarray, held: np.ndarray) -
     offsets = np.zeros(data.num_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(users[keep], minlength=data.num_users), out=offsets[1:])
     arrays = {name: getattr(data, name)[keep] for name in EVENT_ARRAYS}
-    view = dataclasses.replace(data, offsets=offsets, **arrays)
+    context = {name: codes[keep] for name, codes in data.context.items()}
+    view = dataclasses.replace(data, offsets=offsets, context=context, **arrays)
     return view, offsets[1:].copy()

@@ -9,7 +9,9 @@ Features of a past event (it is known when the next one is predicted):
   its own bucket);
 - ``event_type`` and ``category``: the event's behaviour type and its item's category (the
   columns the reader gives; ``model.use_event_types`` / ``model.use_categories`` are the same
-  switches and share the embedding).
+  switches and share the embedding);
+- any categorical column the data config names (``data.columns.context={device: device_type}``):
+  its values, coded 1..V by preparation, carried by batches as ``context``.
 
 The event being predicted is never an input: its features are not in the memory. Only with
 ``model.context_request_time=true`` the *time* of the request (the target event's hour, weekday
@@ -64,11 +66,15 @@ class ContextEmbedding(nn.Module):
 
     def __init__(self, spec: DataSpec, dim: int, features: list[str], request_time: bool = False):
         super().__init__()
-        unknown = [f for f in features if f not in FEATURES]
+        columns = dict(spec.context_columns)
+        unknown = [f for f in features if f not in FEATURES and f not in columns]
         if unknown:
+            named = f"; the data's context columns: {', '.join(columns)}" if columns else (
+                "; a column of the events can be named with data.columns.context={name: column}"
+            )
             raise ConfigError(
                 f"model.context: unknown feature(s) {', '.join(map(repr, unknown))}; "
-                f"valid ones are {', '.join(FEATURES)}"
+                f"valid ones are {', '.join(FEATURES)}{named}"
             )
         timed = [f for f in features if f in TIME_FEATURES]
         if (timed or request_time) and not spec.has_time:
@@ -79,10 +85,13 @@ class ContextEmbedding(nn.Module):
             )
         self.features = timed
         self.request_time = request_time
-        # index 0 = padding (a zero vector); embeddings start at a tenth of an item vector's scale
-        self.tables = nn.ModuleDict(
-            {f: nn.Embedding(self.sizes[f] + 1, dim, padding_idx=0) for f in (TIME_FEATURES if request_time else timed)}
-        )
+        # the data's columns: (name, position in batch["context"]) in the order asked for
+        order = list(columns)
+        self.columns = [(f, order.index(f)) for f in features if f in columns]
+        sizes = {**self.sizes, **columns}
+        names = [*(TIME_FEATURES if request_time else timed), *(f for f, _ in self.columns)]
+        # index 0 = padding or unknown (a zero vector); vectors start at a tenth of an item vector's scale
+        self.tables = nn.ModuleDict({f: nn.Embedding(sizes[f] + 1, dim, padding_idx=0) for f in dict.fromkeys(names)})
         for table in self.tables.values():
             nn.init.normal_(table.weight, std=0.1)
             with torch.no_grad():
@@ -96,12 +105,16 @@ class ContextEmbedding(nn.Module):
 
     def events(self, batch: Batch) -> torch.Tensor | int:
         """[B, T, D] context vectors of the memory events (0 where there are no features)."""
-        if not self.features:
-            return 0
-        times, valid = batch["times"], batch["items"] > 0
-        previous = torch.nn.functional.pad(times[:, :-1], (1, 0))
-        has_previous = torch.nn.functional.pad(valid[:, :-1], (1, 0), value=False)
-        return self._embed(time_features(times, previous, has_previous), self.features, valid.long())
+        out: torch.Tensor | int = 0
+        valid = batch["items"] > 0
+        if self.features:
+            times = batch["times"]
+            previous = torch.nn.functional.pad(times[:, :-1], (1, 0))
+            has_previous = torch.nn.functional.pad(valid[:, :-1], (1, 0), value=False)
+            out = self._embed(time_features(times, previous, has_previous), self.features, valid.long())
+        for name, j in self.columns:
+            out = out + self.tables[name](batch["context"][..., j] * valid)
+        return out
 
     def request(self, batch: Batch, length: int) -> torch.Tensor | int:
         """[B, L, D] context of the request after each of the last ``length`` positions: the

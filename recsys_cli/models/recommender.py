@@ -118,8 +118,8 @@ class SequenceRecommender(nn.Module):
         self.fusion = fusion(dim=dim, num_scales=S)
         self.embedding_dropout = nn.Dropout(dropout)
         # the switches below create no module (and draw no random number) when they are off
-        timed = [f for f in context if f not in ("event_type", "category")]
-        self.context = ContextEmbedding(spec, dim, timed, context_request_time) if timed or context_request_time else None
+        own = [f for f in context if f not in ("event_type", "category")]  # times and data columns
+        self.context = ContextEmbedding(spec, dim, own, context_request_time) if own or context_request_time else None
         self.user_dropout = user_dropout
         self.user_embedding = None
         if user_embedding:  # row 0: the unknown user (learned, not padding)

@@ -10,7 +10,10 @@ events (polars.DataFrame), one row per interaction, in file order:
     event_type optional pl.Utf8 (view / cart / buy / ...)
     category   optional pl.Utf8 (one category per event, e.g. the item's category)
     rating     optional pl.Float64
-    any other columns are context features and are kept
+    <name>     pl.Utf8 for every context column the config names (``data.columns.context``:
+               name -> file column; tabular and recbole), null where missing; the names are
+               listed in ``RawDataset.context`` and become ``PreparedData.context``
+    any other columns are kept as read (preparation ignores them)
 
 items (polars.DataFrame or None):
     item_id      same raw id type as in events
@@ -58,6 +61,8 @@ class RawDataset:
     # what reading left out, counted (e.g. rows with invalid timestamps dropped); preparation
     # puts these counts into its statistics
     read_stats: dict[str, int] = field(default_factory=dict)
+    # the names of the context columns of ``events`` (``data.columns.context``), in config order
+    context: tuple[str, ...] = ()
 
     @property
     def has_time(self) -> bool:

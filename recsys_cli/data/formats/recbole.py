@@ -9,9 +9,11 @@ seconds) becomes the datetime. In ``.item`` a title-like field (``movie_title``,
 ``class`` / ``categories`` / ``category`` becomes ``category`` and, for a ``token_seq`` field,
 all its tokens ``|``-joined become ``genres``; ``release_year`` / ``year`` becomes ``year``;
 ``brand`` and ``description`` keep their names (the original fields are kept as well; those used
-as text are not split into lists). ``.user`` (user features such as
-age, gender, occupation) becomes the users table, its user field renamed ``user_id``. No quoting
-is used by RecBole, so quotes are kept as text.
+as text are not split into lists). ``context`` (``data.columns.context``: name -> ``.inter`` field,
+e.g. ``{device: device_id}``) names ``token`` / ``float`` fields that models embed as context of
+each event (a ``token_seq`` / ``float_seq`` field has several values per event and is refused).
+``.user`` (user features such as age, gender, occupation) becomes the users table, its user field
+renamed ``user_id``. No quoting is used by RecBole, so quotes are kept as text.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from recsys_cli.data.formats.canonical.assemble import (
     finish_events,
 )
 from recsys_cli.data.formats.canonical.columns import check_ids
+from recsys_cli.data.formats.canonical.context import CONTEXT_KEY, context_mapping
 from recsys_cli.data.formats.canonical.csv_files import read_csv
 from recsys_cli.data.formats.canonical.files import (
     first_line,
@@ -86,9 +89,10 @@ def _header(path: Path, encoding: str) -> list[tuple[str, str]]:
 
 
 def _read_atomic(
-    path: Path, encoding: str, required: list[str], what: str
+    path: Path, encoding: str, required: list[str], what: str, context: dict[str, str] | None = None
 ) -> tuple[pl.DataFrame, dict[str, str]]:
-    """The file with the ':type' suffixes stripped, and {name: type}."""
+    """The file with the ':type' suffixes stripped, and {name: type}. ``context`` ({name:
+    field}): fields that must be present with one value per event (``token`` or ``float``)."""
     require_file(path, what, DOWNLOAD)
     fields = _header(path, encoding)
     raw_names = [f"{n}:{k}" for n, k in fields]
@@ -100,6 +104,17 @@ def _read_atomic(
             f"{fmt_list(list(kinds))}; set data.reader.user_field / item_field / time_field to the "
             "names this file uses"
         )
+    for name, field in (context or {}).items():
+        if field not in kinds:
+            raise DataError(
+                f"{path}: missing field {field!r} ({CONTEXT_KEY}.{name}); found {fmt_list(list(kinds))}; "
+                f"set {CONTEXT_KEY}.{name} to a field of this file"
+            )
+        if kinds[field] not in ("token", "float"):
+            raise DataError(
+                f"{path}: field {field!r} ({CONTEXT_KEY}.{name}) has type {kinds[field]}; a context "
+                "field needs one value per event (token or float)"
+            )
     df = read_csv(
         path,
         separator="\t",
@@ -139,8 +154,10 @@ class RecBoleReader(DatasetReader):
         user_field: str = "user_id",
         item_field: str = "item_id",
         time_field: str = "timestamp",
+        context: dict | list | None = None,
     ):
         self.path = str(path)
+        self.context = context_mapping(context)
         self.dataset = None if dataset in (None, "") else str(dataset)
         self.encoding = normalize_encoding(encoding)
         self.user_field, self.item_field, self.time_field = user_field, item_field, time_field
@@ -177,6 +194,7 @@ class RecBoleReader(DatasetReader):
             self.encoding,
             [self.user_field, self.item_field],
             f"a RecBole .inter file ({self.user_field}:token, {self.item_field}:token, ...)",
+            self.context,
         )
         time = self.time_field if self.time_field in kinds else None
         if time is not None and kinds[time] not in ("float", "token"):
@@ -192,6 +210,7 @@ class RecBoleReader(DatasetReader):
             timestamp=time,
             unit="s",
             rating="rating" if "rating" in kinds and kinds["rating"] == "float" else None,
+            context=self.context,
         )
         items = self._items(item_path) if item_path is not None else None
         users = self._users(user_path) if user_path is not None else None
@@ -202,6 +221,7 @@ class RecBoleReader(DatasetReader):
             users=users,
             source_files=self.source_files(),
             name=name,
+            context=tuple(self.context),
         )
 
     def _users(self, path: Path) -> pl.DataFrame:

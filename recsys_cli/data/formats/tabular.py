@@ -3,7 +3,10 @@
 ``columns`` maps the canonical names to the file's columns, for example
 ``{user: visitor, item: sku, timestamp: ts, event_type: action}``; ``user`` and ``item`` are
 required, ``timestamp`` / ``event_type`` / ``category`` / ``rating`` optional (without
-``timestamp`` the file order is the time order). Every other file column is kept as context.
+``timestamp`` the file order is the time order). ``context`` maps names to further categorical
+columns that models embed as context of each event, e.g. ``{device: device_type}`` (see
+``canonical/context.py``; a named column missing from the file is an error naming the key).
+Every other file column is kept as it is.
 
 Timestamps (``timestamp_unit``): ``s`` / ``ms`` / ``us`` / ``ns`` since 1970 (integer or float),
 ``iso`` date-time strings (naive means UTC; ``timestamp_format`` gives a strftime format), or
@@ -20,6 +23,7 @@ first four-digit number of its column (``1995``, ``"1995-11-22"``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
@@ -32,6 +36,7 @@ from recsys_cli.data.formats.canonical.assemble import (
     build_items,
     finish_events,
 )
+from recsys_cli.data.formats.canonical.context import CONTEXT_KEY, context_mapping
 from recsys_cli.data.formats.canonical.csv_files import read_csv, require_columns
 from recsys_cli.data.formats.canonical.files import locate_file, require_file
 from recsys_cli.data.formats.canonical.messages import Where, one_line, sep_name
@@ -66,15 +71,20 @@ PARQUET = (".parquet", ".pq")
 
 
 def _mapping(
-    value: object, allowed: dict[str, str], key: str, required: tuple[str, ...]
+    value: object,
+    allowed: dict[str, str],
+    key: str,
+    required: tuple[str, ...],
+    also: tuple[str, ...] = (),
 ) -> dict[str, str]:
-    """{canonical name: file column} from a config mapping; ConfigError for unknown keys."""
+    """{canonical name: file column} from a config mapping; ConfigError for unknown keys (the
+    message lists ``allowed`` and the keys handled elsewhere, ``also``)."""
     raw = config_dict(value, key)
     out: dict[str, str] = {}
     for k, v in raw.items():
         if k not in allowed:
             raise ConfigError(
-                f"{key}.{k}: unknown key; use {', '.join(sorted(set(allowed)))} "
+                f"{key}.{k}: unknown key; use {', '.join(sorted({*allowed, *also}))} "
                 "(other file columns are kept as they are)"
             )
         if v is not None and v != "":
@@ -110,7 +120,12 @@ class TabularReader(DatasetReader):
         invalid_timestamps: str = "error",
     ):
         self.path = str(path)
-        self.columns = _mapping(columns, EVENT_KEYS, "data.columns", ("user_id", "item_id"))
+        columns = dict(columns) if isinstance(columns, Mapping) else columns
+        context = columns.pop("context", None) if isinstance(columns, dict) else None
+        self.columns = _mapping(
+            columns, EVENT_KEYS, "data.columns", ("user_id", "item_id"), also=("context",)
+        )
+        self.context = context_mapping(context)
         self.timestamp_unit = check_choice(
             str(timestamp_unit), TIME_UNITS, "data.reader.timestamp_unit"
         )
@@ -136,7 +151,9 @@ class TabularReader(DatasetReader):
         events, items = self._paths()
         return [events] + ([items] if items else [])
 
-    def _load(self, path: Path, required: list[str], hint: str) -> tuple[pl.DataFrame, Where]:
+    def _load(
+        self, path: Path, required: list[str], hint: str, keys: dict[str, str] | None = None
+    ) -> tuple[pl.DataFrame, Where]:
         if _is_parquet(path):
             try:
                 df = pl.read_parquet(path)
@@ -145,7 +162,7 @@ class TabularReader(DatasetReader):
                     f"{path}: cannot read it as Parquet ({one_line(exc)}); is it a Parquet file? "
                     "CSV files need a .csv/.tsv/.txt name"
                 ) from None
-            require_columns(df.columns, required, path, hint=hint)
+            require_columns(df.columns, required, path, hint=hint, keys=keys)
             if df.height == 0:
                 raise DataError(f"{path} has no rows; expected an event log")
             return df, Where(path, first_line=1, kind="row")
@@ -156,6 +173,7 @@ class TabularReader(DatasetReader):
             encoding=self.encoding,
             what=f"a CSV file separated by {sep_name(self.separator)}",
             hint=hint,
+            keys=keys,
         )
         return df, Where(path)
 
@@ -163,10 +181,14 @@ class TabularReader(DatasetReader):
     def read(self) -> RawDataset:
         path, items_path = self._paths()
         cols = self.columns
+        keys = {column: f"{CONTEXT_KEY}.{name}" for name, column in self.context.items()}
         df, where = self._load(
             path,
-            list(dict.fromkeys(cols.values())),
-            "set data.columns.<name> to the file's column names",
+            list(dict.fromkeys([*cols.values(), *self.context.values()])),
+            "set data.columns.<name>"
+            + (f" ({CONTEXT_KEY}.<name> for a context column)" if keys else "")
+            + " to the file's column names",
+            keys={c: k for c, k in keys.items() if c not in cols.values()},
         )
         labels = {v: v for v in cols.values()}
         counts: dict[str, int] = {}
@@ -180,6 +202,7 @@ class TabularReader(DatasetReader):
             event_type=cols.get("event_type"),
             category=cols.get("category"),
             rating=cols.get("rating"),
+            context=self.context,
             labels=labels,
             unit_key="data.reader.timestamp_unit",
             time_format=self.timestamp_format,
@@ -195,6 +218,7 @@ class TabularReader(DatasetReader):
             source_files=self.source_files(),
             name=path.stem,
             read_stats=counts,
+            context=tuple(self.context),
         )
 
     def _items(self, path: Path) -> pl.DataFrame:

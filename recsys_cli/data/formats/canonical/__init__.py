@@ -19,4 +19,6 @@ The modules (import from them directly; this package re-exports nothing):
 * ``json_lines``: ``iter_ndjson`` (chunked JSON lines, plain or gzip), ``peek_json_keys``;
 * ``columns``: ``check_ids``, ``to_float``, ``to_datetime``;
 * ``assemble``: ``build_events``, ``build_items``, ``attach_item_category``, ``finish_events``.
+* ``context``: ``context_mapping`` (the names of ``data.columns.context`` checked), the built-in
+  context feature names a context column may not take.
 """

@@ -20,6 +20,8 @@ from recsys_cli.errors import DataError
 log = logging.getLogger(__name__)
 
 CANONICAL_EVENT_COLUMNS = ("user_id", "item_id", "timestamp", "event_type", "category", "rating")
+# the config key naming extra categorical event columns (see ``canonical/context.py``)
+CONTEXT_KEY = "data.columns.context"
 # the items' text fields (Utf8), in the order the items frame holds them
 ITEM_TEXT_COLUMNS = ("title", "category", "genres", "year", "brand", "description")
 CANONICAL_ITEM_COLUMNS = ("item_id", *ITEM_TEXT_COLUMNS)
@@ -56,6 +58,7 @@ def build_events(
     event_type: str | None = None,
     category: str | None = None,
     rating: str | None = None,
+    context: Mapping[str, str] | None = None,
     integer_ids: bool = False,
     event_map: Mapping[str, str] | None = None,
     drop: Sequence[str] = (),
@@ -69,8 +72,10 @@ def build_events(
 ) -> pl.DataFrame:
     """The canonical events frame from ``df`` whose columns are named by the arguments.
 
-    Other columns (not consumed and not in ``drop``) are kept as context; one whose name
-    clashes with a canonical column gets the suffix ``_raw``. Rows dropped for invalid
+    ``context`` ({name: column}, checked by ``canonical.context.context_mapping``) names the
+    context columns of ``data.columns.context``: each becomes a text column ``name`` (null where
+    missing or empty). Other columns (not consumed and not in ``drop``) are kept as they are; one
+    whose name clashes with a canonical column or a context name gets the suffix ``_raw``. Rows dropped for invalid
     timestamps (``on_invalid='drop'``) are logged and added to ``counts`` (the reader's
     ``RawDataset.read_stats``, printed with the preparation statistics).
     """
@@ -103,13 +108,17 @@ def build_events(
         out["category"] = df.get_column(category).cast(pl.String)
     if rating is not None:
         out["rating"] = to_float(df.get_column(rating), where, col(rating), "rating")
-    used = {user, item, timestamp, event_type, category, rating, *drop}
+    context = dict(context or {})
+    for name, source in context.items():
+        out[name] = _context_values(df.get_column(source), where, col(source), name)
+    used = {user, item, timestamp, event_type, category, rating, *context.values(), *drop}
     frame = pl.DataFrame([s.rename(name) for name, s in out.items()])
     extras = []
     for name in df.columns:
         if name in used:
             continue
-        target = f"{name}_raw" if name in CANONICAL_EVENT_COLUMNS else name
+        clash = name in CANONICAL_EVENT_COLUMNS or name in context
+        target = f"{name}_raw" if clash else name
         extras.append(df.get_column(name).rename(target))
     if extras:
         frame = frame.hstack(extras)
@@ -124,6 +133,17 @@ def build_events(
     if frame.height == 0 and not allow_empty:
         raise DataError(f"{where.path}: no events left to read; check the file contents")
     return frame
+
+
+def _context_values(values: pl.Series, where: Where, column: str, name: str) -> pl.Series:
+    """Context column ``name`` as text, null where missing or empty; DataError for a column of
+    lists or structs (a context column holds one value per event)."""
+    if values.dtype.is_nested():
+        raise DataError(
+            f"{where.path}: column {column!r} ({CONTEXT_KEY}.{name}) holds {values.dtype} values; "
+            "a context column needs one categorical value per event"
+        )
+    return values.cast(pl.String).replace("", None)
 
 
 def build_items(

@@ -44,14 +44,22 @@ def require_columns(
     separator: str | None = None,
     expected: Sequence[str] | None = None,
     hint: str = "",
+    keys: Mapping[str, str] | None = None,
 ) -> None:
     """DataError when a required column is absent: names the file, the missing, expected and
-    found columns, a close match for a misspelling, and a wrong-separator guess."""
+    found columns, a close match for a misspelling, and a wrong-separator guess. ``keys`` gives
+    the config key that named a column (``{'device_type': 'data.columns.context.device'}``),
+    shown after it."""
     missing = [c for c in required if c not in found]
     if not missing:
         return
     expected = list(expected or required)
-    msg = f"{path}: missing column(s) {fmt_list(missing)}; expected columns {fmt_list(expected)}, found {fmt_list(found)}"
+    named = fmt_list(missing)
+    if keys and any(m in keys for m in missing):
+        named = ", ".join(
+            short(str(m), 40) + (f" ({keys[m]})" if m in keys else "") for m in missing
+        )
+    msg = f"{path}: missing column(s) {named}; expected columns {fmt_list(expected)}, found {fmt_list(found)}"
     if len(found) == 1 and len(expected) > 1 and separator is not None:
         guess = next(
             (s for s in (",", "\t", ";", "|", " ") if s != separator and s in found[0]), None
@@ -191,13 +199,15 @@ def read_csv(
     what: str = "a CSV file",
     hint: str = "",
     diagnose: Callable[[], None] | None = None,
+    keys: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
     """Read a delimited text file into a frame, or raise a one-line DataError.
 
     ``names`` names the columns of a headerless file; ``dtypes`` gives column types (by name)
     for the fast path. When the typed read fails, the file is read again as text so the column
     converters can report the exact line and value; ``diagnose`` (if given) runs first and may
-    raise a format-specific message. ``required`` columns are checked against the header.
+    raise a format-specific message. ``required`` columns are checked against the header
+    (``keys``: the config keys that named some of them, see :func:`require_columns`).
     Files starting with the gzip magic bytes are decompressed.
     """
     p = require_file(path, what, hint)
@@ -230,7 +240,13 @@ def read_csv(
         _check_duplicate_header(header, p)
     if required is not None:
         require_columns(
-            header, required, p, separator=separator, expected=expected or required, hint=hint
+            header,
+            required,
+            p,
+            separator=separator,
+            expected=expected or required,
+            hint=hint,
+            keys=keys,
         )
     overrides = {k: v for k, v in (dtypes or {}).items() if k in header}
     try:
