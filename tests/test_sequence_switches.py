@@ -3,12 +3,14 @@ variational latent, cosine scoring and the next-behaviour head; the batch fields
 
 from __future__ import annotations
 
+import json
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, run_recsys
 
 from recsys_cli.builders import build_datamodule, build_module
 from recsys_cli.compose import compose_train
@@ -212,3 +214,28 @@ def test_a_context_column_the_data_lacks_is_one_error_line(context, has_time, me
             spec=spec, dim=8, encoder=lambda: RNNEncoder(8), fusion=GateFusion, item=IdEmbedding, context=context
         )
     assert "\n" not in str(err.value)
+
+
+def test_a_run_with_every_switch_evaluates_again_to_the_same_numbers(cache_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    switches = [
+        "objective.behaviour.weight=0.5", "model.context=[hour,weekday,gap]", "model.user_embedding=true",
+        "model/latent=vae", "model.scoring=cosine", "data/split=temporal", "scales=session_all",
+    ]  # fmt: skip
+    result = run_recsys(["train", *TINY, *switches, f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"])
+    assert result.code == 0, result.err[-3000:]
+    report = json.loads((run_dir / "metrics.json").read_text())
+    unknown = report["data"]["unknown_users"]
+    assert f"Users unknown to training (scored with the unknown-user vector): {unknown['val']:,} validation" in result.out
+    test = report["test"]
+    assert {"behaviour/accuracy", "behaviour/macro_f1", "behaviour/markov/accuracy"} <= set(test)
+    assert re.search(r"^behaviour/accuracy\s+\d\.\d{4}\s+\d\.\d{4}$", result.out, re.M)
+    logged = (run_dir / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/kl", "train/kl_raw", "train/beta", "train/recon", "train/behaviour"} <= set(logged)
+    evaluated = run_recsys(["evaluate", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}"])
+    assert evaluated.code == 0, evaluated.err[-3000:]
+    files = sorted((run_dir / "evaluations").glob("*.json"))
+    again = json.loads(files[-1].read_text())["results"]["all scales"]
+    assert again.keys() == test.keys()
+    for name, value in test.items():
+        assert again[name] == pytest.approx(value, abs=1e-6), name
