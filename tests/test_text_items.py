@@ -135,6 +135,20 @@ def test_id_text_scores_items_without_training_events_from_their_text_alone(tiny
         assert torch.allclose(table[cold], items.text_table()[cold])
 
 
+def test_id_dropout_drops_the_id_part_of_a_share_of_the_items_in_training_only(tiny_language_model, tmp_path):
+    torch.manual_seed(0)
+    items = IdTextItems(make_spec(), 8, encoder(tiny_language_model, tmp_path), LinearProjection, id_dropout=0.5)
+    items.projection.dropout.p = 0.0
+    with torch.no_grad():
+        items.ids.embedding.weight.normal_()
+        text = items.text_table()
+        rows = items()[1:]
+        dropped = [bool(torch.allclose(r, t)) for r, t in zip(rows, text[1:], strict=True)]
+        assert any(dropped) and not all(dropped)  # 6 items at 0.5: some dropped, some kept
+        items.eval()
+        assert not any(torch.allclose(r, t) for r, t in zip(items()[1:], text[1:], strict=True))
+
+
 def test_the_evaluation_table_is_computed_once_and_forgotten_when_weights_change(tiny_language_model, tmp_path):
     torch.manual_seed(0)
     items = TextItems(make_spec(), 8, encoder(tiny_language_model, tmp_path), LinearProjection)

@@ -181,7 +181,14 @@ class TextItems(ItemRepresentation):
 
 
 class IdTextItems(TextItems):
-    """Item table from an id embedding and the projected text vector, fused by ``fusion``."""
+    """Item table from an id embedding and the projected text vector, fused by ``fusion``.
+
+    An item without training events has the text part alone (its id vector never had a positive
+    example). ``id_dropout`` > 0 (DropoutNet, Volkovs et al. NeurIPS 2017) also drops the id part of
+    that share of the items, drawn anew at every training step, so the model learns to rank items
+    from their text alone: without it the fused score leans on the id part and the text-only rows
+    of cold items rank low.
+    """
 
     def __init__(
         self,
@@ -190,6 +197,7 @@ class IdTextItems(TextItems):
         text: ItemTextEncoder,
         projection: Callable[..., nn.Module],
         fusion: Literal["add", "concat", "gate"] = "add",
+        id_dropout: Fraction = 0.0,
     ):
         if fusion not in FUSIONS:
             raise ConfigError(f"model.item.fusion={fusion!r}: valid choices are {', '.join(FUSIONS)}")
@@ -201,6 +209,7 @@ class IdTextItems(TextItems):
         trained = torch.ones(spec.num_items + 1) if counts is None else torch.as_tensor(counts > 0).float()
         self.register_buffer("trained", trained.unsqueeze(-1), persistent=False)
         self.fusion = fusion
+        self.id_dropout = id_dropout
         if fusion == "concat":
             self.mix = _init(nn.Linear(2 * dim, dim), 2 * dim, dim)
             nn.init.normal_(self.mix.weight, std=(2 * dim) ** -0.5)  # inputs of std dim**-0.5 keep it
@@ -210,14 +219,17 @@ class IdTextItems(TextItems):
             nn.init.zeros_(self.mix.bias)
 
     def forward(self, batch: Batch | None = None) -> torch.Tensor:
-        ids, text = self.ids() * self.trained, self.text_table(batch)
+        keep = self.trained
+        if self.training and self.id_dropout > 0:
+            keep = keep * (torch.rand(keep.shape, device=keep.device) >= self.id_dropout)
+        ids, text = self.ids() * keep, self.text_table(batch)
         if self.fusion == "add":
             return ids + text
         both = torch.cat([ids, text], dim=-1)
         if self.fusion == "concat":
             mixed = self.mix(both)
             return mixed * (torch.arange(mixed.shape[0], device=mixed.device) > 0).unsqueeze(-1)
-        gate = torch.sigmoid(self.mix(both)) * self.trained  # a cold item's row is its text
+        gate = torch.sigmoid(self.mix(both)) * keep  # a cold item's row is its text
         return gate * ids + (1 - gate) * text
 
 
