@@ -18,6 +18,9 @@ recsys prepare "${ml[@]:1}" data=recbole model/item=text
 recsys train -m "${ml[@]}" model/item=id,text,id_text seed=1,2,3 "${q[@]}" hydra.sweep.dir="$out/ml100k_items"
 recsys train -m "${ml[@]}" model/item=id,text,id_text seed=1,2,3 data.cold_items=0.1 "${q[@]}" \
   hydra.sweep.dir="$out/ml100k_cold"
+# id_text with the id part dropped for half the items at every step (DropoutNet)
+recsys train -m "${ml[@]}" model/item=id_text model.item.id_dropout=0.5 seed=1,2,3 data.cold_items=0.1 "${q[@]}" \
+  hydra.sweep.dir="$out/ml100k_cold_id_dropout"
 # the held-out items are drawn with the run's seed: the baselines get the same three sets
 recsys train -m model=popularity,markov data=recbole "data.path=$ml100k" scales=none seed=1,2,3 \
   data.cold_items=0,0.1 metrics.filter_seen=true "${q[@]}" hydra.sweep.dir="$out/ml100k_baselines"
