@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from recsys_cli.contract.data_spec import DataSpec
+from recsys_cli.contract.data_spec import DataSpec, type_transitions
 from recsys_cli.contract.output import ModelOutput
 from recsys_cli.contract.scales import ScaleSet
 from recsys_cli.errors import ConfigError
@@ -23,7 +23,6 @@ from recsys_cli.training.behaviour import (
     BehaviourMetrics,
     BehaviourTerm,
     sync_behaviour_distributed,
-    type_transitions,
 )
 
 NAMES = ("view", "cart", "buy")

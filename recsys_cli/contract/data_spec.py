@@ -60,3 +60,31 @@ class DataSpec:
     def history_len(self) -> int:
         """H: events older than the encoder inputs that batches carry for the scales."""
         return self.scales.history_len(self.max_len)
+
+
+def type_transitions(prev_types: np.ndarray, next_types: np.ndarray, num_types: int) -> np.ndarray:
+    """[K + 1, K + 1] int64 counts of consecutive event pairs: ``[a, b]`` = pairs of type a then b.
+
+    ``prev_types[i]`` and ``next_types[i]`` are the types (0..K, 0 = unknown) of an event and of the
+    next event of the same user: row = the previous event's type, column = the next one's. Row 0 /
+    column 0 count pairs with an unknown type (:class:`BehaviourBaselines` ignores column 0).
+
+    Raises:
+        ValueError: if the arrays differ in shape or hold a value outside 0..K.
+    """
+    prev = np.asarray(prev_types, dtype=np.int64).ravel()
+    nxt = np.asarray(next_types, dtype=np.int64).ravel()
+    if np.shape(prev_types) != np.shape(next_types):
+        raise ValueError(
+            f"prev_types and next_types must have the same shape, got {np.shape(prev_types)} "
+            f"and {np.shape(next_types)}"
+        )
+    if num_types < 0:
+        raise ValueError(f"num_types must be >= 0, got {num_types}")
+    for name, values in (("prev_types", prev), ("next_types", nxt)):
+        if values.size and (values.min() < 0 or values.max() > num_types):
+            raise ValueError(
+                f"{name}: types must lie in 0..{num_types}, got values in {values.min()}..{values.max()}"
+            )
+    size = num_types + 1
+    return np.bincount(prev * size + nxt, minlength=size * size).reshape(size, size).astype(np.int64)

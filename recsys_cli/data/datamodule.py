@@ -41,7 +41,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from recsys_cli.contract.data_spec import DataSpec
+from recsys_cli.contract.data_spec import DataSpec, type_transitions
 from recsys_cli.contract.params import Fraction, NonNegativeInt, PositiveInt, Range
 from recsys_cli.contract.scales import ScaleSet
 from recsys_cli.data.formats.base import DatasetReader
@@ -321,9 +321,7 @@ class SequenceDataModule(pl.LightningDataModule):
         train = np.arange(view.num_events) < self.train_end[users]
         types, users = view.event_types[train], users[train]
         same = users[1:] == users[:-1]
-        k = data.num_event_types + 1
-        pairs = types[:-1][same] * k + types[1:][same]
-        return np.bincount(pairs, minlength=k * k).reshape(k, k).astype(np.int64)
+        return type_transitions(types[:-1][same], types[1:][same], data.num_event_types)
 
     # -- cases ---------------------------------------------------------------------------------
     def train_cases(self) -> CaseBatches:

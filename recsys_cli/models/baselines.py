@@ -40,7 +40,19 @@ class MostPopular(nn.Module):
         return ModelOutput(scores=scores)
 
 
-class MarkovChain(nn.Module):
+class SparseRows(nn.Module):
+    """Base of count models holding a sparse item x item table as CSR buffers (``crow``, ``col``,
+    ``val``), whose sizes depend on the data: a checkpoint of any size loads."""
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # adopt the stored shapes before loading
+        for key in ("crow", "col", "val"):
+            if prefix + key in state_dict:
+                setattr(self, key, torch.empty_like(state_dict[prefix + key]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class MarkovChain(SparseRows):
     """First-order Markov chain: transition counts from the last item, popularity to break ties.
 
     Transitions are counted between consecutive training events of the same user; the counts are
@@ -72,12 +84,6 @@ class MarkovChain(nn.Module):
         pop = np.bincount(items, minlength=n).astype(np.float32)
         self.popularity = torch.from_numpy(pop / max(pop.max(), 1.0))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # the sparse buffers change size with the data: adopt the stored shapes before loading
-        for key in ("crow", "col", "val"):
-            if prefix + key in state_dict:
-                setattr(self, key, torch.empty_like(state_dict[prefix + key]))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, batch: Batch, keep: torch.Tensor | None = None) -> ModelOutput:
         last = batch["items"][:, -1]  # [B]

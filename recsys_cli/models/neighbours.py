@@ -7,18 +7,18 @@ from typing import Annotated
 
 import numpy as np
 import torch
-from torch import nn
 
 from recsys_cli.contract.batch import Batch
 from recsys_cli.contract.data_spec import DataSpec
 from recsys_cli.contract.output import ModelOutput
 from recsys_cli.contract.params import NonNegative, PositiveInt, Range
+from recsys_cli.models.baselines import SparseRows
 
 # the recency factor of the query: 1 weighs every query event equally, 0 keeps only the newest
 Decay = Annotated[float, Range(0, 1)]
 
 
-class ItemKNN(nn.Module):
+class ItemKNN(SparseRows):
     """Item-based k-nearest-neighbour recommender: cosine similarity of co-occurrence in the
     training histories, the neighbours of the user's latest items summed.
 
@@ -151,13 +151,6 @@ class ItemKNN(nn.Module):
         rank = np.arange(len(row)) - np.searchsorted(row, row, side="left")
         keep = rank < self.neighbours
         return row[keep], col[keep], sim[keep].astype(np.float32)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # the sparse buffers change size with the data: adopt the stored shapes before loading
-        for key in ("crow", "col", "val"):
-            if prefix + key in state_dict:
-                setattr(self, key, torch.empty_like(state_dict[prefix + key]))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- scoring ---------------------------------------------------------------------------------
     def forward(self, batch: Batch, keep: torch.Tensor | None = None) -> ModelOutput:

@@ -6,7 +6,7 @@ position, one logit per event type, class ``c`` = type ``c + 1`` (types are 1..K
 - :class:`BehaviourTerm` trains it (``objective.behaviour``, ``+objective/behaviour=type_ce``): the
   cross-entropy against ``batch["target_types"]`` at every position whose target type is known.
 - :class:`BehaviourBaselines` are the two models the head must beat, both from the counts of
-  :func:`type_transitions`: the majority type, and the type-to-type Markov chain.
+  :func:`recsys_cli.contract.data_spec.type_transitions`: the majority type, and the type-to-type Markov chain.
 - :class:`BehaviourMetrics` evaluates the head and both baselines on the same cases: accuracy,
   macro-F1 and one-vs-rest ROC-AUC per type; :func:`sync_behaviour_distributed` gathers its cases
   over DDP ranks, like :func:`recsys_cli.training.metrics.sync_distributed` for the ranking metrics.
@@ -32,6 +32,7 @@ from recsys_cli.contract.data_spec import DataSpec
 from recsys_cli.contract.output import ModelOutput
 from recsys_cli.contract.params import NonNegative
 from recsys_cli.errors import ConfigError
+from recsys_cli.training.metrics import collective_device
 from recsys_cli.training.objective import ObjectiveTerm
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
     "BehaviourMetrics",
     "BehaviourTerm",
     "sync_behaviour_distributed",
-    "type_transitions",
 ]
 
 LOGITS_KEY = "behaviour_logits"
@@ -101,36 +101,8 @@ class BehaviourTerm(ObjectiveTerm):
 # -- baselines ---------------------------------------------------------------------------------
 
 
-def type_transitions(prev_types: np.ndarray, next_types: np.ndarray, num_types: int) -> np.ndarray:
-    """[K + 1, K + 1] int64 counts of consecutive event pairs: ``[a, b]`` = pairs of type a then b.
-
-    ``prev_types[i]`` and ``next_types[i]`` are the types (0..K, 0 = unknown) of an event and of the
-    next event of the same user: row = the previous event's type, column = the next one's. Row 0 /
-    column 0 count pairs with an unknown type (:class:`BehaviourBaselines` ignores column 0).
-
-    Raises:
-        ValueError: if the arrays differ in shape or hold a value outside 0..K.
-    """
-    prev = np.asarray(prev_types, dtype=np.int64).ravel()
-    nxt = np.asarray(next_types, dtype=np.int64).ravel()
-    if np.shape(prev_types) != np.shape(next_types):
-        raise ValueError(
-            f"prev_types and next_types must have the same shape, got {np.shape(prev_types)} "
-            f"and {np.shape(next_types)}"
-        )
-    if num_types < 0:
-        raise ValueError(f"num_types must be >= 0, got {num_types}")
-    for name, values in (("prev_types", prev), ("next_types", nxt)):
-        if values.size and (values.min() < 0 or values.max() > num_types):
-            raise ValueError(
-                f"{name}: types must lie in 0..{num_types}, got values in {values.min()}..{values.max()}"
-            )
-    size = num_types + 1
-    return np.bincount(prev * size + nxt, minlength=size * size).reshape(size, size).astype(np.int64)
-
-
 class BehaviourBaselines:
-    """The majority type and the type-to-type Markov chain, from :func:`type_transitions` counts.
+    """The majority type and the type-to-type Markov chain, from :func:`recsys_cli.contract.data_spec.type_transitions` counts.
 
     - ``overall`` [K]: the distribution of the next event's type over every counted pair (column
       sums of types 1..K; pairs whose next type is unknown are left out); uniform without counts.
@@ -376,10 +348,7 @@ def sync_behaviour_distributed(metrics: BehaviourMetrics) -> None:
     if not (dist.is_available() and dist.is_initialized()):
         return
     state = metrics.state()
-    if dist.get_backend() == "nccl":
-        comm_device = torch.device("cuda", torch.cuda.current_device())
-    else:
-        comm_device = torch.device("cpu")
+    comm_device = collective_device(torch.device("cpu"))
     gathered = {
         name: torch.cat(gather_all_tensors(value.to(comm_device))) for name, value in state.items()
     }

@@ -370,6 +370,15 @@ class RankingMetrics:
         return f"RankingMetrics(ks={list(self.ks)}, num_items={self.num_items}, count={self.count})"
 
 
+def collective_device(default: torch.device) -> torch.device:
+    """Where tensors must be for a collective: the current GPU under nccl, ``default`` otherwise."""
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return default
+
+
 def sync_distributed(metrics: RankingMetrics) -> None:
     """All-reduce ``metrics``' state over the default process group; a no-op without one.
 
@@ -383,10 +392,7 @@ def sync_distributed(metrics: RankingMetrics) -> None:
     if not (dist.is_available() and dist.is_initialized()):
         return
     state = metrics.state()
-    if dist.get_backend() == "nccl":
-        comm_device = torch.device("cuda", torch.cuda.current_device())
-    else:
-        comm_device = state["count"].device
+    comm_device = collective_device(state["count"].device)
     reduced = {}
     for name, value in state.items():
         if name == "covered":
