@@ -239,3 +239,36 @@ def test_a_run_with_every_switch_evaluates_again_to_the_same_numbers(cache_dir, 
     assert again.keys() == test.keys()
     for name, value in test.items():
         assert again[name] == pytest.approx(value, abs=1e-6), name
+
+
+@pytest.mark.parametrize("types", [("view",), ("view", "cart", "buy")])
+def test_side_features_start_small_next_to_the_item_inputs(types):
+    """Event-type and category vectors start at 1/sqrt(D) of an item input (std D^-0.5 against the
+    items' sqrt(D)-scaled unit variance); one event type gets no table (it would add a constant)."""
+    dim = 64
+    spec = DataSpec(
+        num_items=500, num_users=2, max_len=4, scales=ScaleSet(), event_types=types,
+        categories=tuple(f"c{i}" for i in range(300)),
+    )
+    model = SequenceRecommender(
+        spec=spec, dim=dim, encoder=lambda: RNNEncoder(dim), fusion=GateFusion, item=IdEmbedding,
+        use_categories=True,
+    )  # fmt: skip
+    assert (model.type_embedding is None) == (len(types) == 1)
+    tables = [model.category_embedding] + ([model.type_embedding] if model.type_embedding is not None else [])
+    for table in tables:
+        assert torch.all(table.weight[0] == 0)
+    items = torch.arange(1, 501).unsqueeze(0)
+    batch = {"items": items, "event_types": torch.ones_like(items), "categories": torch.zeros_like(items)}
+    item_inputs = model.embed(batch, model.items())
+    assert 0.9 < float(item_inputs.std()) < 1.1
+    categories = model.category_embedding.weight[1:]
+    assert 0.8 * dim**-0.5 < float(categories.std()) < 1.2 * dim**-0.5
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_a_one_layer_recurrent_encoder_does_not_drop_its_inputs_again(cell):
+    """The recommender drops the inputs once; the encoder must not drop them a second time."""
+    encoder = RNNEncoder(8, dropout=0.5, cell=cell).train()
+    x, mask = torch.randn(3, 5, 8), torch.ones(3, 5, dtype=torch.bool)
+    torch.testing.assert_close(encoder(x, mask), encoder(x, mask))

@@ -1,7 +1,9 @@
 """Sequence encoders: one interface, ``forward(x, mask) -> hidden states``.
 
 Every encoder maps embedded inputs ``x`` [B, L, D] (left-padded, newest event last) and a validity
-mask [B, L] to causal hidden states [B, L, D]: position i depends on positions <= i only. Which
+mask [B, L] to causal hidden states [B, L, D]: position i depends on positions <= i only. The
+inputs arrive with dropout already applied (by the recommender, once): an encoder does not drop
+them again (dropping twice slowed the Transformer's first epochs, see the README's speed section). Which
 encoder is used is chosen by config (``model/encoder=gru|lstm|transformer``), built with
 ``_target_``; the recommender never branches on the encoder type.
 """
@@ -36,13 +38,12 @@ class RNNEncoder(nn.Module):
         self.rnn = cells[cell](
             dim, dim, num_layers=num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
         )
-        self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # Left padding: padded steps come first and see only zeros, so real steps are unaffected
         # by how much padding precedes them except through a fixed initial state.
-        out, _ = self.rnn(self.dropout(x * mask.unsqueeze(-1)))
+        out, _ = self.rnn(x * mask.unsqueeze(-1))
         return self.norm(out)
 
 
@@ -95,13 +96,12 @@ class TransformerEncoder(nn.Module):
         self.blocks = nn.ModuleList(
             CausalSelfAttentionBlock(dim, num_heads, dropout, ffn_mult) for _ in range(num_layers)
         )
-        self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, L, _ = x.shape
         pos = self.positions(torch.arange(L, device=x.device))  # [L, D]
-        h = self.dropout((x + pos) * mask.unsqueeze(-1))
+        h = (x + pos) * mask.unsqueeze(-1)
         causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
         # [B, 1, L, L]: attend to valid earlier events; a padded row attends to itself only so the
         # softmax is defined (its output is masked out downstream).

@@ -20,7 +20,7 @@ from recsys_cli.contract.data_spec import DataSpec
 from recsys_cli.contract.output import ModelOutput
 from recsys_cli.contract.params import Fraction, PositiveInt, Range
 from recsys_cli.errors import ConfigError
-from recsys_cli.models.context import ContextEmbedding
+from recsys_cli.models.context import ContextEmbedding, side_table
 from recsys_cli.models.fusion import Fusion
 from recsys_cli.models.items import ItemRepresentation
 from recsys_cli.models.latent import VariationalLatent
@@ -89,7 +89,8 @@ class SequenceRecommender(nn.Module):
                 "model.context has event_type, but the data has no event types (no 'event_type' "
                 "column): remove it from model.context or use data with behaviour types"
             )
-        self.type_embedding = nn.Embedding(num_types + 1, dim, padding_idx=0) if use_event_types and num_types else None
+        # one event type says nothing about an event: no table (it would only add a constant)
+        self.type_embedding = side_table(num_types + 1, dim) if use_event_types and num_types > 1 else None
         if use_categories and not spec.num_categories:
             raise ConfigError(
                 "model.use_categories=true, but the data has no item categories (no 'category' "
@@ -98,7 +99,7 @@ class SequenceRecommender(nn.Module):
         # item categories as side information: every event's vector also carries its category, so
         # a window's bag holds the window's category mix (0 = unknown category, a zero vector)
         self.category_embedding = (
-            nn.Embedding(spec.num_categories + 1, dim, padding_idx=0) if use_categories else None
+            side_table(spec.num_categories + 1, dim) if use_categories else None
         )
         self.encoder = encoder()
         S = len(scales)
