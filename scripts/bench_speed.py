@@ -6,6 +6,7 @@ against a plain reference SASRec, in one process, at identical sizes, on identic
     python scripts/bench_speed.py --preset shop100k --device cuda     # 100k items (sampled softmax)
     python scripts/bench_speed.py --preset shop1m --device cuda --epochs 2 --eval-batches 40
     python scripts/bench_speed.py --preset ml1m --contenders reference,transformer --levels 0.05,0.1
+    python scripts/bench_speed.py --preset ml100k --contenders reference,transformer --epochs 40
 
 Contenders (``--contenders``, comma-separated; default all seven):
 
@@ -53,7 +54,10 @@ Measurements (all in the JSON, ``--out``, written atomically after every epoch):
   ``torch.cuda.max_memory_allocated`` (reset before each probe) minus ``torch.cuda.memory_allocated``
   before it; the run's overall CUDA peak is in ``machine.cuda_max_memory_allocated_mb``;
 - padding: the share of the B x L encoder positions that are padding and the share of positions
-  without a target, over the training batches;
+  without a target, over the training batches: the product's batches come with the padding
+  common to a whole batch trimmed (``L`` <= max_len; with ``data.bucket_pool`` the cases of a
+  batch have similar lengths, ``--override data.bucket_pool=50``), the reference reads every batch
+  left-padded back to max_len (its share is reported as the untrimmed one);
 - the machine: GFLOP/s of timed square float32 matmuls (``--matmul-size``; the best of
   ``--matmul-reps``, measured before and after training, the better one is the "peak").
 
@@ -78,8 +82,10 @@ items, ~1M events; max_len 200), ``shop100k`` and ``shop1m`` (shop-like logs, ~1
 100k / 1M items, max_len 50; the product trains with ``objective/next_item=sampled_softmax``
 there, the reference with full cross-entropy where its [B x L, N] logits fit in memory, else it is
 skipped with the reason printed), ``tiny`` (a few hundred users and items, one epoch of two
-steps: the test suite's). All use dim 64 (tiny: 16), 2 layers, batch 128 (tiny: 32). The data
-come from the product's synthetic reader; the real counts after preparation are reported.
+steps: the test suite's), ``ml100k`` (MovieLens-100k's RecBole files, ``--data-path``, default
+``../shared/data/ml-100k``; max_len 200). All use dim 64 (tiny: 16), 2 layers, batch 128 (tiny:
+32). The synthetic presets' data come from the product's synthetic reader; the real counts after
+preparation are reported.
 Prepared data are cached in ``--cache-dir`` (default: a folder in the system's temp directory),
 so a re-run does not regenerate them.
 
@@ -146,6 +152,10 @@ class Preset:
     eval_batches: int | None = None
     matmul_size: int = 2048
     note: str = ""
+    # a real dataset instead of the synthetic reader: the data config (e.g. "recbole") and the
+    # default folder, relative to the repository (--data-path overrides it)
+    data: str = "synthetic"
+    data_path: str | None = None
 
 
 PRESETS: dict[str, Preset] = {
@@ -191,6 +201,16 @@ PRESETS: dict[str, Preset] = {
         epochs=3,
         objective="sampled_softmax",
         note="shop-like log, 1M items; the product trains with sampled softmax",
+    ),
+    # MovieLens-100k (RecBole atomic files, not in the repository) at SASRec's ML-1M sizes
+    "ml100k": Preset(
+        reader={},
+        preparation={},
+        max_len=200,
+        epochs=40,
+        data="recbole",
+        data_path="../shared/data/ml-100k",
+        note="MovieLens-100k, max_len 200",
     ),
     "tiny": Preset(
         reader={
@@ -426,6 +446,12 @@ class ReferenceSASRec(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # contenders
 # ------------------------------------------------------------------------------------------------
+def left_pad(x: torch.Tensor, length: int) -> torch.Tensor:
+    """[B, T] -> [B, length] with zero columns in front: the reference reads every batch at the
+    full ``max_len`` (the product's data module trims the padding common to a batch)."""
+    return F.pad(x[:, -length:], (length - min(x.shape[1], length), 0))
+
+
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     if device.type == "cpu":
         return batch
@@ -467,7 +493,7 @@ class Contender:
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.kind == "reference":
             L = self.model.max_len
-            return self.model.loss(batch["items"][:, -L:], batch["targets"])
+            return self.model.loss(left_pad(batch["items"], L), left_pad(batch["targets"], L))
         self.model.objective.set_step(self.steps)
         return self.model.training_loss(batch).loss
 
@@ -520,7 +546,7 @@ class Contender:
         if self.kind == "product":
             self.model._eval_step(batch)
         else:
-            scores = self.model.scores(batch["items"][:, -self.model.max_len :])
+            scores = self.model.scores(left_pad(batch["items"], self.model.max_len))
             self.metrics.update(
                 scores, eval_targets(batch), batch["seen"] if self.filter_seen else None
             )
@@ -559,7 +585,7 @@ def common_overrides(preset: Preset, args: argparse.Namespace, run_dir: Path) ->
         f"paths.run_dir={run_dir}",
         f"paths.cache_dir={args.cache_dir}",
         f"seed={args.seed}",
-        "data=synthetic",
+        f"data={preset.data}",
         f"data.max_len={preset.max_len}",
         f"data.batch_size={preset.batch_size}",
         f"data.eval_batch_size={preset.eval_batch_size}",
@@ -567,6 +593,11 @@ def common_overrides(preset: Preset, args: argparse.Namespace, run_dir: Path) ->
         "model.dropout=0.2",
         "optimizer.lr=0.001",
     ]
+    if preset.data_path is not None:
+        path = Path(args.data_path or REPO / preset.data_path).resolve()
+        if not path.is_dir():
+            raise SystemExit(f"--preset {args.preset}: no dataset folder {path}; give --data-path")
+        over.append(f"data.path={path}")
     over += [f"data.reader.{k}={v}" for k, v in preset.reader.items()]
     over += [f"data.preparation.{k}={v}" for k, v in preset.preparation.items()]
     return over
@@ -788,6 +819,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--cache-dir", default=str(Path(tempfile.gettempdir()) / "recsys_bench_speed_cache")
     )
+    p.add_argument("--data-path", default=None, help="dataset folder of a real-data preset (ml100k)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--matmul-size", type=int, default=None, help="default: preset's (cuda: 4096)")
     p.add_argument("--matmul-reps", type=int, default=None, help="default: 3 on cpu, 20 on cuda")
@@ -1001,13 +1033,16 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict:
                     targets = batch["targets"]
                     B, L = targets.shape
                     M = int((targets > 0).sum())
+                    valid = int((batch["items"][:, -L:] > 0).sum())
+                    if c.kind == "reference":  # it computes every batch at the full max_len
+                        L = preset.max_len
                     e = ep[c.name]
                     e["step_seconds"] += c.train_step(batch)
                     e["steps"] += 1
                     e["positions"] += M
                     e["train_flops"] += c.flops.train_step(B, L, M)
                     e["encoder_positions"] += B * L
-                    e["padding_positions"] += int((batch["items"][:, -L:] == 0).sum())
+                    e["padding_positions"] += B * L - valid
                     e["positions_without_target"] += B * L - M
             # evaluation: every contender on the same validation batches, batch by batch
             for c in contenders:
@@ -1025,12 +1060,12 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict:
                     eval_data_s[key] += time.perf_counter() - t0
                 if any(b is None for b in got.values()):
                     break
-                B, L = next(iter(got.values()))["targets"].shape
-                users += B
+                users += len(next(iter(got.values()))["targets"])
                 shift = i % len(contenders)
                 for c in contenders[shift:] + contenders[:shift]:
+                    B, L = got[c.dm_key]["targets"].shape
                     eval_s[c.name] += c.eval_step(got[c.dm_key])
-                    flops[c.name] += c.flops.eval_batch(B, L)
+                    flops[c.name] += c.flops.eval_batch(B, preset.max_len if c.kind == "reference" else L)
             for c in contenders:
                 values, end_s = c.eval_end()
                 e = ep[c.name]
@@ -1067,16 +1102,22 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict:
     for c in contenders:
         c.record["summary"] = summarise(c, levels, peak)
     add_ratios(results)
-    first = next((c for c in contenders), None)
+    # the product's batches (their common padding trimmed) and, with a reference, the full layout
+    first = next((c for c in contenders if c.kind == "product"), None)
+    full = next((c for c in contenders if c.kind == "reference"), None)
     payload["data"]["padding_share"] = first.record["summary"]["padding_share"] if first else None
     payload["data"]["no_target_share"] = (
         first.record["summary"]["no_target_share"] if first else None
+    )
+    payload["data"]["padding_share_untrimmed"] = (
+        full.record["summary"]["padding_share"] if full else None
     )
     payload["complete"] = True
     write_json(out_path, payload)
 
     print(f"\nmatmul fp32 peak {peak:.1f} GFLOP/s ({mm_size}^2, best of {mm_reps}, before and after); "
-          f"padding share of B x L positions {fmt(payload['data']['padding_share'], '.3f')}, "
+          f"padding share of the product's B x L positions {fmt(payload['data']['padding_share'], '.3f')} "
+          f"(untrimmed, as the reference computes them: {fmt(payload['data']['padding_share_untrimmed'], '.3f')}), "
           f"positions without a target {fmt(payload['data']['no_target_share'], '.3f')}")  # fmt: skip
     print(f"product objective: {preset.objective}; reference: full CE at all positions. Ratios: contender / reference "
           "(x ref > 1 means more throughput, or more seconds per epoch, or more memory).\n")  # fmt: skip

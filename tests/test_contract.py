@@ -41,16 +41,22 @@ def test_batches_carry_exactly_the_declared_fields(tmp_path, scales):
     assert set(train) == {*TRAIN_FIELDS, *windows}
     evaluation = next(iter(dm.val_dataloader()))
     assert set(evaluation) == {*EVAL_FIELDS, *windows}
-    L = spec.max_len
-    assert train["targets"].shape == (train["items"].shape[0], L)
-    assert evaluation["targets"].shape == (evaluation["items"].shape[0], L)
+    L, H = spec.max_len, spec.history_len
+    # a batch's common leading padding is trimmed: L' <= L positions, and the older history only
+    # when the positions are all there
+    for batch in (train, evaluation):
+        B, T = batch["items"].shape
+        Lb = batch["targets"].shape[1]
+        assert Lb <= L and T <= H + L and (T == Lb if Lb < L else T >= L)
+        assert (batch["items"][:, 0] > 0).any(), "a leading column that is padding in every case"
     # evaluation supervises the newest position only: the held-out item
     assert (evaluation["targets"][:, :-1] == 0).all() and (eval_targets(evaluation) > 0).all()
     cases = dm.eval_cases("val")
-    np.testing.assert_array_equal(eval_targets(evaluation).numpy(), dm.data.items[cases.ends[: len(evaluation["items"])]])
-    assert evaluation["items"].shape[1] == spec.history_len + L
+    first = next(iter(dm.val_dataloader().sampler))  # evaluation goes by length: the shortest first
+    np.testing.assert_array_equal(eval_targets(evaluation).numpy(), dm.data.items[cases.ends[first]])
+    assert (np.diff(cases.lengths()[first]) >= 0).all()
     if windows:
-        assert train["scale_stats"].shape[1:] == (len(spec.scales), L, len(spec.stat_names))
+        assert train["scale_stats"].shape[1:] == (len(spec.scales), train["targets"].shape[1], len(spec.stat_names))
         assert spec.stat_names[: 1] == ("log_count",) and spec.stat_names[-1] == f"type_{spec.event_types[-1]}"
 
 

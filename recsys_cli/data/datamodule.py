@@ -32,18 +32,19 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from recsys_cli.contract.data_spec import DataSpec, type_transitions
 from recsys_cli.contract.params import Fraction, NonNegativeInt, PositiveInt, Range
 from recsys_cli.contract.scales import ScaleSet
+from recsys_cli.data.batches import ShardedBatchSampler, trim_padding
 from recsys_cli.data.formats.base import DatasetReader
 from recsys_cli.data.prepare import prepare
 from recsys_cli.data.prepared_data import PreparationConfig, PreparedData
@@ -96,8 +97,10 @@ class CaseBatches(Dataset):
         evaluation: bool,
         features: WindowFeatures | None = None,
         users: np.ndarray | None = None,
+        trim: bool = False,
     ):
         self.data, self.ends, self.starts = data, ends, starts
+        self.trim = trim  # cut the memory columns that are padding in every case of a batch
         # the ``users`` field: user index + 1, or 0 for a user without training targets
         self.users = np.zeros(len(ends), dtype=np.int64) if users is None else users
         self.max_len, self.history_len, self.evaluation = max_len, history_len, evaluation
@@ -106,6 +109,11 @@ class CaseBatches(Dataset):
 
     def __len__(self) -> int:
         return len(self.ends)
+
+    def lengths(self) -> np.ndarray:
+        """[n] each case's memory length (events of ``[e - L - H, e)`` within its user's history):
+        what batches are bucketed by."""
+        return np.minimum(self.ends - self.starts, self.max_len + self.history_len)
 
     def __getitem__(self, case_ids) -> dict[str, torch.Tensor]:
         case_ids = np.asarray(case_ids)
@@ -143,6 +151,8 @@ class CaseBatches(Dataset):
             batch["targets"] = np.where(has_next, d.items[nxt], 0)
             batch["target_types"] = np.where(has_next, d.event_types[nxt], 0)
             batch["target_times"] = np.where(has_next, d.times[nxt], 0)
+        if self.trim:
+            batch = trim_padding(batch, self.max_len, self.history_len)
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
 
 
@@ -164,42 +174,6 @@ class CaseBatches(Dataset):
         return {"window_start": start.transpose(0, 2, 1), "scale_stats": stats.transpose(0, 2, 1, 3)}
 
 
-class ShardedBatchSampler(Sampler):
-    """Batches of case ids, sharded across DDP ranks without Lightning's sampler replacement.
-
-    Training (``pad=True``): a seeded permutation per epoch; every rank gets the same number of
-    batches (a few cases repeat) so collective ops stay in step. Evaluation (``pad=False``): rank r
-    takes cases r, r + world, ... in order, each exactly once, so metrics summed over ranks equal the
-    single-process ones.
-    """
-
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1, pad: bool = True):
-        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.rank, self.world, self.pad, self.epoch = rank, world, pad, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _indices(self) -> np.ndarray:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.n, generator=g).numpy()
-        else:
-            order = np.arange(self.n)
-        if self.pad and self.world > 1:
-            per_rank = math.ceil(self.n / self.world)
-            order = np.resize(order, per_rank * self.world)
-        return order[self.rank :: self.world]
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        idx = self._indices()
-        for i in range(0, len(idx), self.batch_size):
-            yield idx[i : i + self.batch_size]
-
-    def __len__(self) -> int:
-        return math.ceil(len(self._indices()) / self.batch_size)
-
-
 class SequenceDataModule(pl.LightningDataModule):
     """Prepares (cached) and splits a dataset and serves train / val / test batches."""
 
@@ -218,6 +192,7 @@ class SequenceDataModule(pl.LightningDataModule):
         scales: ScaleSet | None = None,
         seed: int = 0,
         cold_items: Fraction = 0.0,
+        bucket_pool: NonNegativeInt = 0,
         **_: object,  # dataset keys the reader's config refers to (e.g. data.path)
     ):
         super().__init__()
@@ -230,6 +205,12 @@ class SequenceDataModule(pl.LightningDataModule):
         if isinstance(preparation, DictConfig):
             preparation = OmegaConf.to_container(preparation, resolve=True)
         self.cold_items = check_cold_items(cold_items)
+        if not isinstance(bucket_pool, int) or isinstance(bucket_pool, bool) or bucket_pool < 0:
+            raise ConfigError(
+                f"data.bucket_pool={bucket_pool!r}: use 0 (batches of randomly ordered cases) or the "
+                "number of batches whose cases are grouped by length, e.g. 50"
+            )
+        self.bucket_pool = bucket_pool
         self.name, self.reader, self.split_fn = name, reader, split
         self.preparation = PreparationConfig(**preparation)
         self.max_len, self.batch_size, self.eval_batch_size = max_len, batch_size, eval_batch_size
@@ -330,7 +311,9 @@ class SequenceDataModule(pl.LightningDataModule):
         ends, starts, users = train_case_ends(data.offsets[:-1], self.train_end, self.max_len, self.train_windows)
         if len(ends) == 0:
             raise ConfigError(f"dataset '{self.name}': the split leaves no training targets (users need more events)")
-        return CaseBatches(data, ends, starts, self.max_len, self.history_len, False, self.train_features, users + 1)
+        return CaseBatches(
+            data, ends, starts, self.max_len, self.history_len, False, self.train_features, users + 1, trim=True
+        )
 
     def known_users(self) -> np.ndarray:
         """[U] bool: users with at least one training target (a user embedding learns from them);
@@ -344,7 +327,9 @@ class SequenceDataModule(pl.LightningDataModule):
         users = data.user_of_event[targets] if len(targets) else targets
         starts = data.offsets[users] if len(targets) else targets
         field = np.where(self.known_users()[users], users + 1, 0) if len(targets) else targets
-        return CaseBatches(data, targets, starts, self.max_len, self.history_len, True, self.features, field)
+        return CaseBatches(
+            data, targets, starts, self.max_len, self.history_len, True, self.features, field, trim=True
+        )
 
     def unknown_users(self, stage: str) -> int:
         """How many evaluation cases of ``stage`` belong to users unknown to training."""
@@ -370,7 +355,12 @@ class SequenceDataModule(pl.LightningDataModule):
 
     def _loader(self, cases: CaseBatches, batch_size: int, train: bool) -> DataLoader:
         rank, world = self._rank_world()
-        sampler = ShardedBatchSampler(len(cases), batch_size, shuffle=train, seed=self.seed, rank=rank, world=world, pad=train)
+        # evaluation: cases in order of length (exact: metrics are sums); training: grouped by
+        # length only with data.bucket_pool > 0 (it changes which cases share a batch)
+        sampler = ShardedBatchSampler(
+            len(cases), batch_size, shuffle=train, seed=self.seed, rank=rank, world=world, pad=train,
+            lengths=cases.lengths(), bucket_pool=self.bucket_pool if train else 0,
+        )  # fmt: skip
         return DataLoader(
             cases,
             sampler=sampler,

@@ -41,10 +41,17 @@ class RNNEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # Left padding: padded steps come first and see only zeros, so real steps are unaffected
-        # by how much padding precedes them except through a fixed initial state.
-        out, _ = self.rnn(x * mask.unsqueeze(-1))
-        return self.norm(out)
+        # Left padding, rotated to the right before the recurrence and back after it: every
+        # sequence starts from the zero state at its first event, however much padding precedes it
+        # (so a batch trimmed of common padding gives the same states), and the padding comes
+        # after the real steps, where it cannot reach them.
+        L = x.shape[1]
+        shift = L - mask.sum(1, keepdim=True)  # [B, 1] padded steps of each row
+        steps = torch.arange(L, device=x.device).unsqueeze(0)
+        to_front = ((steps + shift) % L).unsqueeze(-1).expand_as(x)
+        out, _ = self.rnn((x * mask.unsqueeze(-1)).gather(1, to_front))
+        back = ((steps - shift) % L).unsqueeze(-1).expand(-1, -1, out.shape[-1])
+        return self.norm(out.gather(1, back)) * mask.unsqueeze(-1)
 
 
 class CausalSelfAttentionBlock(nn.Module):
@@ -100,7 +107,9 @@ class TransformerEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, L, _ = x.shape
-        pos = self.positions(torch.arange(L, device=x.device))  # [L, D]
+        # the newest event (last column) always has the last position, also when a batch has
+        # fewer than max_len columns (its common padding trimmed)
+        pos = self.positions.weight[-L:]  # [L, D]
         h = (x + pos) * mask.unsqueeze(-1)
         causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
         # [B, 1, L, L]: attend to valid earlier events; a padded row attends to itself only so the

@@ -187,8 +187,9 @@ class SequenceRecommender(nn.Module):
         return F.normalize(z, dim=-1) * scale, F.normalize(table, dim=-1)
 
     def forward(self, batch: Batch, keep: torch.Tensor | None = None) -> ModelOutput:
-        """User states [B, L, D] for the last L positions of ``batch`` (fields [B, H + L])."""
-        L = self.max_len
+        """User states [B, L, D] for the last L positions of ``batch`` (fields [B, H + L]; L is
+        ``max_len``, or fewer when the batch's leading padding was trimmed)."""
+        L = batch["targets"].shape[1]
         table = self.items(batch)  # [N + 1, D]
         x = self.embed(batch, table)
         valid = batch["items"] > 0
