@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from recsys_cli.contract.data_spec import DataSpec
@@ -127,6 +127,10 @@ def build_module(cfg: DictConfig, dm: SequenceDataModule, run_info: dict) -> Rec
     objective = build_objective(cfg, spec) if is_trained(cfg) else None
     outputs = objective.required_outputs() if objective is not None else set()
     model = build_model(cfg, spec, outputs)
+    if objective is not None and OmegaConf.select(cfg, "trainer.compile", default=False):
+        # in place (nn.Module.compile): the weights keep their names, checkpoints are unchanged;
+        # dynamic shapes, since batches vary in size and in length (trimmed padding)
+        model.compile(dynamic=True)
     behaviour = None
     if "behaviour_logits" in outputs:
         baselines = BehaviourBaselines(spec.type_transitions) if spec.type_transitions is not None else None
@@ -144,6 +148,15 @@ def build_module(cfg: DictConfig, dm: SequenceDataModule, run_info: dict) -> Rec
     )
 
 
+def trainer_settings(cfg: DictConfig) -> DictConfig:
+    """``cfg.trainer`` without the keys that are ours, not the Trainer's (``compile``: see
+    :func:`build_module`)."""
+    settings = cfg.trainer.copy()
+    with open_dict(settings):
+        settings.pop("compile", None)
+    return settings
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, with_callbacks: bool = True) -> pl.Trainer:
     """The Lightning trainer of ``cfg.trainer`` with the configured callbacks and loggers.
 
@@ -155,7 +168,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, with_callbacks: bool = True) -
     callbacks += [RandomState()] if with_callbacks else []
     loggers = [build(c, f"logger.{name}") for name, c in cfg.logger.items()]
     return build(
-        cfg.trainer,
+        trainer_settings(cfg),
         "trainer",
         callbacks=callbacks,
         logger=loggers or False,

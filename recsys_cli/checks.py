@@ -182,6 +182,9 @@ def validate_config(cfg: DictConfig) -> None:
             "trainer.max_epochs=0: the model would not be trained, and its metrics would be those of "
             "its random initial weights; use 1 or more (or -1: until early stopping)"
         )
+    compile_model = OmegaConf.select(cfg, "trainer.compile", default=False)
+    if not isinstance(compile_model, bool):
+        raise ConfigError(f"trainer.compile={compile_model!r}: use true (torch.compile the model) or false")
     ks = cfg.metrics.ks
     if not isinstance(ks, ListConfig) or not ks:
         raise ConfigError(f"metrics.ks={ks!r}: use a non-empty list of cut-offs, e.g. [10, 20]")

@@ -19,7 +19,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from recsys_cli.builders import build, build_datamodule, build_module
+from recsys_cli.builders import build, build_datamodule, build_module, trainer_settings
 from recsys_cli.checkpoints import load_run_checkpoint
 from recsys_cli.compose import compose_train, config_groups
 from recsys_cli.config_paths import CONF_DIR
@@ -121,7 +121,7 @@ def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_s
             f"({str(err).splitlines()[0][:160]}); do not override model.* or scales.* when evaluating"
         ) from None
     trainer = build(
-        cfg.trainer,
+        trainer_settings(cfg),
         "trainer",
         callbacks=[],
         logger=False,
