@@ -26,6 +26,26 @@ class ModelOutput:
     aux: dict[str, Tensor] = field(default_factory=dict)
     scale_weights: Tensor | None = None
 
+    def last_score_chunks(self, max_elements: int):
+        """Yield ``(rows, scores)``: the :meth:`last_scores` of consecutive row slices of the
+        batch, each ``[b, N + 1]`` with ``b * (N + 1) <= max_elements`` (at least one row), so
+        that ranking a large catalogue never holds the whole ``[B, N + 1]`` matrix."""
+        if self.scores is not None:
+            total, width = self.scores.shape
+        else:
+            if self.states is None or self.item_table is None:
+                raise ValueError("a ModelOutput needs scores, or states and an item table")
+            total, width = self.states.shape[0], self.item_table.shape[0]
+        step = max(1, max_elements // max(width, 1))
+        for start in range(0, total, step):
+            rows = slice(start, min(start + step, total))
+            if self.scores is not None:
+                yield rows, self.scores[rows]
+            else:
+                scores = self.states[rows, -1] @ self.item_table.T
+                scores[:, 0] = float("-inf")
+                yield rows, scores
+
     def last_scores(self) -> Tensor:
         """[B, N + 1] scores of every item after the newest position; column 0 (padding) is -inf."""
         if self.scores is not None:

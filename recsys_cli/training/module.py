@@ -18,6 +18,11 @@ from recsys_cli.training.behaviour import BehaviourMetrics, sync_behaviour_distr
 from recsys_cli.training.metrics import RankingMetrics, sync_distributed
 from recsys_cli.training.objective import Objective
 
+# scores ranked at a time in evaluation (2^25 float32 = 128 MiB; the ranking makes a few masks
+# of the same size): a batch of a 3,500-item catalogue is one chunk, one of a million items goes
+# 33 rows at a time
+EVAL_SCORE_ELEMENTS = 2**25
+
 # Evaluation metrics are all-reduced by sync_distributed before they are logged (every rank logs
 # the global value), so Lightning's advice to log them with sync_dist=True does not apply.
 warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
@@ -134,7 +139,10 @@ class RecommenderModule(pl.LightningModule):
     def _eval_step(self, batch: Batch) -> None:
         keep = None if self._keep is None else self._keep.to(self.device)
         output = self.model(batch, keep)
-        self.metrics.update(output.last_scores(), eval_targets(batch), batch["seen"] if self.filter_seen else None)
+        targets, seen = eval_targets(batch), batch["seen"] if self.filter_seen else None
+        # rows at a time: a million-item catalogue is ranked without a [B, N] matrix per batch
+        for rows, scores in output.last_score_chunks(EVAL_SCORE_ELEMENTS):
+            self.metrics.update(scores, targets[rows], None if seen is None else seen[rows])
         if self.behaviour is not None and "behaviour_logits" in output.aux:
             logits = output.aux["behaviour_logits"][:, -1]  # [B, K]: the type of the held-out event
             self.behaviour.update(logits, batch["target_types"][:, -1], batch["event_types"][:, -1])
