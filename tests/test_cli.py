@@ -250,6 +250,22 @@ def test_multirun_writes_one_summary(recsys, tmp_path):
     assert list(sweep.glob("*/summary.csv")) == []  # one table, in the sweep directory only
 
 
+def test_a_sweep_runs_through_the_submitit_launcher(recsys, tmp_path):
+    """The launcher a SLURM cluster uses (hydra/launcher=submitit_slurm) has a local twin that
+    submits each job as its own process: the same jobs, folders and summary."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the slurm extra")
+    sweep = tmp_path / "sweep"
+    args = [a for a in TINY if not a.startswith("trainer.max_epochs")]
+    result = recsys("train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *args,
+                    "trainer.max_epochs=1", "scales=none", "seed=1,2", f"hydra.sweep.dir={sweep}")
+    assert result.code == 0, result.err[-3000:]
+    rows = read_summary(sweep)
+    assert [(r["seed"], r["status"]) for r in rows] == [("1", "ok"), ("2", "ok")]
+    for job, row in enumerate(rows):
+        assert float(row["test/ndcg@10"]) == pytest.approx(metrics_of(sweep / str(job))["test"]["ndcg@10"])
+    assert (sweep / ".submitit").is_dir()  # the jobs went through submitit
+
+
 def test_multirun_records_a_failing_job_and_runs_the_others(recsys, tmp_path):
     sweep = tmp_path / "sweep"
     result = recsys("train", "-m", *TINY_BASELINE, "model=popularity", "optimized_metric=val/ndcg@5",
