@@ -147,6 +147,69 @@ class _StreamingCrossEntropy(torch.autograd.Function):
         )  # fmt: skip
 
 
+class _FusedCrossEntropy(torch.autograd.Function):
+    """Exact mean cross-entropy over items 1..N that keeps one [M, N] matrix and nothing else.
+
+    ``F.cross_entropy`` on the logits keeps the log-softmax for its backward and builds, there,
+    the one-hot gradient of the NLL (a zero [M, N] matrix and a scatter) and the log-softmax's
+    gradient: three more passes over [M, N]. Here the forward turns the logits into the softmax
+    in place (one exp pass: ``p = exp(logits - max) / sum``) and keeps only ``p``; the backward
+    subtracts 1 at each target, in place, and multiplies: ``grad_z = (p - onehot) @ C * g / M``,
+    ``grad_C = (p - onehot)^T @ z * g / M``. Rows are processed ``row_chunk`` at a time. For
+    catalogues above the item chunk, :class:`_StreamingCrossEntropy` (which keeps nothing of
+    size N) is used instead.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        z: torch.Tensor,
+        items: torch.Tensor,
+        targets: torch.Tensor,
+        excluded: torch.Tensor | None,
+        row_chunk: int,
+    ) -> torch.Tensor:
+        dtype = _compute_dtype(z, items)
+        m_total = z.shape[0]
+        with torch.autocast(z.device.type, enabled=False):
+            candidates = items[1:].to(dtype)
+            p = torch.empty(m_total, candidates.shape[0], dtype=dtype, device=z.device)
+            total = torch.zeros((), dtype=dtype, device=z.device)
+            for i in range(0, m_total, row_chunk):
+                rows = slice(i, i + row_chunk)
+                zc, pc = z[rows].to(dtype), p[rows]
+                torch.matmul(zc, candidates.T, out=pc)  # logits, in place of the softmax to be
+                if excluded is not None:
+                    pc.masked_fill_(excluded[1:], float("-inf"))
+                target_logit = pc.gather(1, (targets[rows] - 1).unsqueeze(1)).squeeze(1)
+                top = pc.amax(dim=1, keepdim=True)
+                pc.sub_(top).exp_()
+                norm = pc.sum(dim=1, keepdim=True)
+                pc.div_(norm)
+                total = total + (top.squeeze(1) + norm.log().squeeze(1) - target_logit).sum()
+        ctx.save_for_backward(z, items, targets, p)
+        return total / max(m_total, 1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        z, items, targets, p = ctx.saved_tensors
+        dtype = p.dtype
+        m_total = z.shape[0]
+        with torch.autocast(z.device.type, enabled=False):
+            rows = torch.arange(m_total, device=p.device)
+            p[rows, targets - 1] -= 1.0  # softmax - onehot, in place (the saved p is not needed again)
+            p.mul_(grad_output.to(dtype) / max(m_total, 1))
+            grad_z = grad_c = None
+            if ctx.needs_input_grad[0]:
+                grad_z = (p @ items[1:].to(dtype)).to(z.dtype)
+            if ctx.needs_input_grad[1]:
+                grad_c = torch.zeros(items.shape, dtype=dtype, device=items.device)
+                grad_c[1:] = p.T @ z.to(dtype)
+                grad_c = grad_c.to(items.dtype)
+        return grad_z, grad_c, None, None, None
+
+
 def _chunk_logits(
     zc: torch.Tensor, items: torch.Tensor, excluded: torch.Tensor | None, start: int, size: int, dtype: torch.dtype
 ) -> torch.Tensor:
@@ -181,8 +244,8 @@ class FullSoftmaxCE(NextItemTerm):
     """Cross-entropy over the whole catalogue (SASRec+ / "full CE"): the default.
 
     Logits are built in chunks of ``chunk_size`` positions. A catalogue of at most
-    ``item_chunk_size`` items takes one chunk of items: logits [chunk_size, N] with
-    ``F.cross_entropy`` (autograd keeps every chunk's logits for the backward). A larger catalogue
+    ``item_chunk_size`` items takes one chunk of items: the softmax [M, N] is the only matrix of
+    that size kept for the backward (:class:`_FusedCrossEntropy`). A larger catalogue
     streams over chunks of ``item_chunk_size`` items (:func:`streaming_cross_entropy`: the same
     loss, exact, but memory [chunk_size, item_chunk_size] in the forward and in the backward).
     """
@@ -197,13 +260,7 @@ class FullSoftmaxCE(NextItemTerm):
         excluded = self._excluded(z.device)
         if candidates.shape[0] > self.item_chunk_size:
             return streaming_cross_entropy(z, items, targets, excluded, self.item_chunk_size, self.chunk_size)
-        total = z.new_zeros(())
-        for i in range(0, z.shape[0], self.chunk_size):
-            logits = z[i : i + self.chunk_size] @ candidates.T  # [m, D] @ [D, N] -> [m, N]
-            if excluded is not None:
-                logits = logits.masked_fill(excluded[1:], float("-inf"))
-            total = total + F.cross_entropy(logits.float(), targets[i : i + self.chunk_size] - 1, reduction="sum")
-        return total / max(z.shape[0], 1)
+        return _FusedCrossEntropy.apply(z, items, targets, excluded, int(self.chunk_size))
 
 
 class SampledSoftmax(NextItemTerm):
