@@ -129,3 +129,28 @@ def test_evaluation_in_row_chunks_gives_the_same_metrics(tmp_path, monkeypatch, 
     assert whole.keys() == chunked.keys() and len(whole) > 10
     for name, value in whole.items():
         assert chunked[name] == pytest.approx(value, abs=1e-12), name
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model/encoder=transformer", "scales=none"],
+        ["model/encoder=gru", "scales=session_day_month_all"],
+        ["model/encoder=transformer", "scales=session_day_month_all", "scales.pooling=mean", "model.share_encoder=false"],
+        ["model/encoder=lstm", "scales=session_day_month_all", "scales.statistics=true", "model/fusion=attention",
+         "model.context_request_time=true", "model.user_embedding=true", "model/latent=vae"],
+    ],
+)  # fmt: skip
+def test_the_newest_state_alone_equals_the_newest_of_all_states(tmp_path, overrides):
+    """Evaluation asks for the newest position only (last_only): the scales and the fusion then
+    work for one anchor instead of L, and give the same state."""
+    cfg, dm = datamodule(tmp_path, *overrides)
+    module = build_module(cfg, dm, {}).eval()
+    batch = next(iter(dm.val_dataloader()))
+    with torch.no_grad():
+        every = module.model(batch)
+        newest = module.model(batch, last_only=True)
+    assert newest.states.shape[1] == 1 and every.states.shape[1] == batch["targets"].shape[1]
+    torch.testing.assert_close(newest.states[:, -1], every.states[:, -1], rtol=1e-5, atol=1e-5)
+    for name, value in newest.aux.items():
+        torch.testing.assert_close(value[:, -1], every.aux[name][:, -1], rtol=1e-5, atol=1e-5)

@@ -9,7 +9,10 @@ from torch import Tensor
 
 @dataclass
 class ModelOutput:
-    """The output of ``model(batch, keep=None)``.
+    """The output of ``model(batch, keep=None, last_only=False)``.
+
+    ``last_only=True`` (what evaluation asks): only the newest position's state is needed, and a
+    model may return ``states`` [B, 1, D].
 
     - ``states`` [B, L, D]: the user state at each encoder position (predicting the next item);
     - ``item_table`` [N + 1, D]: the item vectors scores are computed against (row 0 = padding);

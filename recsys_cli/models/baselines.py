@@ -33,7 +33,7 @@ class MostPopular(nn.Module):
         counts = np.bincount(items, minlength=self.num_items + 1).astype(np.float64)
         self.counts.copy_(torch.from_numpy(counts))
 
-    def forward(self, batch: Batch, keep: torch.Tensor | None = None) -> ModelOutput:
+    def forward(self, batch: Batch, keep: torch.Tensor | None = None, last_only: bool = False) -> ModelOutput:
         B = batch["items"].shape[0]
         scores = self.counts.float().expand(B, -1).clone()
         scores[:, 0] = float("-inf")
@@ -85,7 +85,7 @@ class MarkovChain(SparseRows):
         self.popularity = torch.from_numpy(pop / max(pop.max(), 1.0))
 
 
-    def forward(self, batch: Batch, keep: torch.Tensor | None = None) -> ModelOutput:
+    def forward(self, batch: Batch, keep: torch.Tensor | None = None, last_only: bool = False) -> ModelOutput:
         last = batch["items"][:, -1]  # [B]
         B = last.shape[0]
         start, end = self.crow[last], self.crow[last + 1]

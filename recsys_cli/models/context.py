@@ -133,7 +133,7 @@ class ContextEmbedding(nn.Module):
         target event's time features (only with ``request_time``; 0 otherwise)."""
         if not self.request_time:
             return 0
-        target_times = batch["target_times"]  # [B, L]
+        target_times = batch["target_times"][:, -length:]  # [B, length]
         last = batch["times"][:, -length:]
         has_target = target_times > 0
         has_previous = (batch["items"][:, -length:] > 0) & has_target

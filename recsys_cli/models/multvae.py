@@ -92,7 +92,7 @@ class MultVAE(nn.Module):
             return binary_bag(batch["seen"], self.num_items)
         return binary_bag(torch.cat([batch["items"], batch["targets"]], dim=1), self.num_items)
 
-    def forward(self, batch: Batch, keep: torch.Tensor | None = None) -> ModelOutput:
+    def forward(self, batch: Batch, keep: torch.Tensor | None = None, last_only: bool = False) -> ModelOutput:
         bag = self.bag(batch)
         # the paper's code: normalise, then dropout (inverted dropout keeps the expected input)
         x = self.input_dropout(F.normalize(bag[:, 1:], dim=1))

@@ -153,7 +153,7 @@ class ItemKNN(SparseRows):
         return row[keep], col[keep], sim[keep].astype(np.float32)
 
     # -- scoring ---------------------------------------------------------------------------------
-    def forward(self, batch: Batch, keep: torch.Tensor | None = None) -> ModelOutput:
+    def forward(self, batch: Batch, keep: torch.Tensor | None = None, last_only: bool = False) -> ModelOutput:
         query = batch["items"][:, -self.query_len :]  # [B, Q], newest last, 0 = padding
         B, Q = query.shape
         device = query.device

@@ -186,31 +186,34 @@ class SequenceRecommender(nn.Module):
         scale = log_scale.clamp(max=math.log(100.0)).exp()  # a temperature of at least 0.01
         return F.normalize(z, dim=-1) * scale, F.normalize(table, dim=-1)
 
-    def forward(self, batch: Batch, keep: torch.Tensor | None = None) -> ModelOutput:
+    def forward(self, batch: Batch, keep: torch.Tensor | None = None, last_only: bool = False) -> ModelOutput:
         """User states [B, L, D] for the last L positions of ``batch`` (fields [B, H + L]; L is
-        ``max_len``, or fewer when the batch's leading padding was trimmed)."""
+        ``max_len``, or fewer when the batch's leading padding was trimmed). ``last_only``: the
+        newest position's state alone, [B, 1, D] (evaluation): the encoder still reads every
+        position, the scales and the fusion only work for the newest."""
         L = batch["targets"].shape[1]
+        A = 1 if last_only else L  # the positions whose states are returned (the last A)
         table = self.items(batch)  # [N + 1, D]
         x = self.embed(batch, table)
         valid = batch["items"] > 0
         inputs, mask = self.embedding_dropout(x[:, -L:]), valid[:, -L:]
         h = self.encoder(inputs, mask)  # [B, L, D]
         if self.pooling is None:
-            z, weights = self.fusion(h, h.new_zeros(h.shape[0], 0, L, self.dim), keep)
+            z, weights = self.fusion(h[:, L - A :], h.new_zeros(h.shape[0], 0, A, self.dim), keep)
         else:
             states = h
             if self.scale_encoders is not None:  # [B, S, L, D]: each scale's own encoder
                 states = torch.stack([enc(inputs, mask) for enc in self.scale_encoders], dim=1)
-            v = self.pooling(x, states, batch)  # [B, S, L, D]
-            z, weights = self.fusion(h, v, keep)
+            v = self.pooling(x, states, batch, anchors=A)  # [B, S, A, D]
+            z, weights = self.fusion(h[:, L - A :], v, keep)
         aux: dict[str, torch.Tensor] = {}
         if self.user_embedding is not None:
             z = z + self._user_vectors(batch).unsqueeze(1)
         if self.context is not None:
-            z = z + self.context.request(batch, L)
+            z = z + self.context.request(batch, A)
         if self.latent is not None:
             z, aux["latent_mu"], aux["latent_logvar"] = self.latent(z)
-            aux["latent_mask"] = batch["targets"] > 0
+            aux["latent_mask"] = batch["targets"][:, L - A :] > 0
         if self.behaviour_head is not None:
             aux["behaviour_logits"] = self.behaviour_head(z)
         z, table = self._scored(z, table)

@@ -59,28 +59,36 @@ class MultiScalePooling(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(
-        self, embeddings: torch.Tensor, hidden: torch.Tensor, batch: dict[str, torch.Tensor]
+        self,
+        embeddings: torch.Tensor,
+        hidden: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        anchors: int | None = None,
     ) -> torch.Tensor:
         """embeddings [B, T, D] of every memory event; hidden [B, L, D] encoder states, or
         [B, S, L, D] when every scale has its own encoder; batch ``window_start`` [B, S, L] and
-        ``scale_stats`` [B, S, L, F]."""
-        start = batch["window_start"]
+        ``scale_stats`` [B, S, L, F]. Returns [B, S, A, D] for the last ``A = anchors`` encoder
+        positions (all L by default; evaluation needs the newest one only)."""
         B, T, D = embeddings.shape
-        S, L = start.shape[1], start.shape[2]
-        end = torch.arange(T - L + 1, T + 1, device=start.device)  # [L] exclusive window ends
-        count = (end - start).clamp(min=1).unsqueeze(-1)  # [B, S, L, 1]
+        L = batch["window_start"].shape[2]
+        A = L if anchors is None else min(anchors, L)
+        start = batch["window_start"][:, :, L - A :]  # [B, S, A]
+        S = start.shape[1]
+        end = torch.arange(T - A + 1, T + 1, device=start.device)  # [A] exclusive window ends
+        count = (end - start).clamp(min=1).unsqueeze(-1)  # [B, S, A, 1]
 
         # bag of the window: prefix[end] is a plain slice (every window ends at its anchor)
         prefix = prefix_sums(embeddings)  # [B, T + 1, D]
-        older = prefix.gather(1, start.reshape(B, S * L, 1).expand(-1, -1, D)).view(B, S, L, D)
-        out = (prefix[:, T - L + 1 :].unsqueeze(1) - older) / count  # [B, S, L, D]
+        older = prefix.gather(1, start.reshape(B, S * A, 1).expand(-1, -1, D)).view(B, S, A, D)
+        out = (prefix[:, T - A + 1 :].unsqueeze(1) - older) / count  # [B, S, A, D]
 
         shared = hidden.dim() == 3  # one encoder for all scales: [B, L, D], else [B, S, L, D]
         chunk_start = (start - (T - L)).clamp(min=0)  # window start among the encoder inputs
+        anchor = torch.arange(L - A, L, device=start.device)  # [A] the anchors' encoder positions
         if self.pooling == "mean":
             hidden_s = hidden.unsqueeze(1).expand(B, S, L, D) if shared else hidden
             flat = prefix_sums(hidden_s.reshape(B * S, L, D)).view(B, S, L + 1, D)
-            idx = torch.arange(1, L + 1, device=start.device).expand(B, S, L)
+            idx = (anchor + 1).expand(B, S, A)
 
             def take(i: torch.Tensor) -> torch.Tensor:
                 return flat.gather(2, i.unsqueeze(-1).expand(-1, -1, -1, D))
@@ -88,18 +96,19 @@ class MultiScalePooling(nn.Module):
             n = (idx - chunk_start).clamp(min=1).unsqueeze(-1)
             out = out + (take(idx) - take(chunk_start)) / n
         else:
-            q, k, v = self.query(hidden), self.key(hidden), self.value(hidden)
-            logits = q @ k.transpose(-1, -2) / math.sqrt(D)  # [B, L, L] or [B, S, L, L]
+            last = hidden[..., L - A :, :]
+            q, k, v = self.query(last), self.key(hidden), self.value(hidden)
+            logits = q @ k.transpose(-1, -2) / math.sqrt(D)  # [B, A, L] or [B, S, A, L]
             j = torch.arange(L, device=start.device)
-            allowed = (j >= chunk_start[..., None]) & (j <= j.view(1, 1, L, 1))  # [B, S, L, L]
+            allowed = (j >= chunk_start[..., None]) & (j <= anchor.view(1, 1, A, 1))  # [B, S, A, L]
             logits = (logits.unsqueeze(1) if shared else logits).masked_fill(~allowed, float("-inf"))
             # a padded anchor has an empty window: its row is all -inf and becomes zeros
             attn = torch.softmax(logits, dim=-1).nan_to_num(0.0)
             if shared:
-                out = out + (attn.reshape(B, S * L, L) @ v).view(B, S, L, D)
+                out = out + (attn.reshape(B, S * A, L) @ v).view(B, S, A, D)
             else:
                 out = out + attn @ v
         if self.statistics:
-            stats = batch["scale_stats"].to(out.dtype)  # [B, S, L, F]
+            stats = batch["scale_stats"][:, :, L - A :].to(out.dtype)  # [B, S, A, F]
             out = out + torch.einsum("bslf,sfd->bsld", stats, self.stats_proj)
         return self.norm(out)

@@ -138,7 +138,7 @@ class RecommenderModule(pl.LightningModule):
 
     def _eval_step(self, batch: Batch) -> None:
         keep = None if self._keep is None else self._keep.to(self.device)
-        output = self.model(batch, keep)
+        output = self.model(batch, keep, last_only=True)  # ranking reads the newest state only
         targets, seen = eval_targets(batch), batch["seen"] if self.filter_seen else None
         # rows at a time: a million-item catalogue is ranked without a [B, N] matrix per batch
         for rows, scores in output.last_score_chunks(EVAL_SCORE_ELEMENTS):
