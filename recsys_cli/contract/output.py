@@ -33,28 +33,30 @@ class ModelOutput:
         """Yield ``(rows, scores)``: the :meth:`last_scores` of consecutive row slices of the
         batch, each ``[b, N + 1]`` with ``b * (N + 1) <= max_elements`` (at least one row), so
         that ranking a large catalogue never holds the whole ``[B, N + 1]`` matrix."""
-        if self.scores is not None:
-            total, width = self.scores.shape
-        else:
-            if self.states is None or self.item_table is None:
-                raise ValueError("a ModelOutput needs scores, or states and an item table")
-            total, width = self.states.shape[0], self.item_table.shape[0]
+        total, width = self._score_shape()
         step = max(1, max_elements // max(width, 1))
         for start in range(0, total, step):
             rows = slice(start, min(start + step, total))
-            if self.scores is not None:
-                yield rows, self.scores[rows]
-            else:
-                scores = self.states[rows, -1] @ self.item_table.T
-                scores[:, 0] = float("-inf")
-                yield rows, scores
+            yield rows, self._scores_of(rows)
+
+    def _score_shape(self) -> tuple[int, int]:
+        if self.scores is not None:
+            return tuple(self.scores.shape)
+        if self.states is None or self.item_table is None:
+            raise ValueError("a ModelOutput needs scores, or states and an item table")
+        return self.states.shape[0], self.item_table.shape[0]
+
+    def _scores_of(self, rows: slice) -> Tensor:
+        """[b, N + 1] scores of the batch rows ``rows`` after the newest position (column 0 -inf)."""
+        if self.scores is not None:
+            return self.scores[rows]
+        scores = self.states[rows, -1] @ self.item_table.T  # [b, D] @ [D, N + 1] -> [b, N + 1]
+        scores[:, 0] = float("-inf")
+        return scores
 
     def last_scores(self) -> Tensor:
         """[B, N + 1] scores of every item after the newest position; column 0 (padding) is -inf."""
         if self.scores is not None:
             return self.scores
-        if self.states is None or self.item_table is None:
-            raise ValueError("a ModelOutput needs scores, or states and an item table")
-        scores = self.states[:, -1] @ self.item_table.T  # [B, D] @ [D, N + 1] -> [B, N + 1]
-        scores[:, 0] = float("-inf")
-        return scores
+        self._score_shape()  # states and an item table, or a one-line error
+        return self._scores_of(slice(None))

@@ -5,7 +5,7 @@ Nothing here changes which cases an epoch trains or evaluates, only how they are
 - :class:`ShardedBatchSampler` gives each DDP rank its share of the case ids (training: a seeded
   permutation per epoch; evaluation: every case exactly once). With the cases' lengths it groups
   cases of similar length into the same batch: in training within pools of ``bucket_pool``
-  batches of the epoch's permutation (``data.bucket_by_length``), the batches then shuffled; in
+  batches of the epoch's permutation (``data.bucket_pool``), the batches then shuffled; in
   evaluation always (by length over the rank's cases; metrics are sums over cases, so the order
   does not matter).
 - :func:`trim_padding` cuts the memory columns that are padding in every case of a batch: a batch
@@ -95,7 +95,7 @@ class ShardedBatchSampler(Sampler):
         return math.ceil(len(self._indices()) / self.batch_size)
 
 
-def trim_padding(batch: dict[str, np.ndarray], max_len: int, history_len: int) -> dict[str, np.ndarray]:
+def trim_padding(batch: dict[str, np.ndarray], max_len: int) -> dict[str, np.ndarray]:
     """Drop the leading memory columns that are padding in every case of ``batch``.
 
     With ``k`` such columns (of ``T = H + L``), the event fields lose their first ``k`` columns;

@@ -152,7 +152,7 @@ class CaseBatches(Dataset):
             batch["target_types"] = np.where(has_next, d.event_types[nxt], 0)
             batch["target_times"] = np.where(has_next, d.times[nxt], 0)
         if self.trim:
-            batch = trim_padding(batch, self.max_len, self.history_len)
+            batch = trim_padding(batch, self.max_len)
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
 
 
