@@ -81,13 +81,16 @@ def test_bucketed_training_supervises_the_same_positions(tmp_path):
     assert min(widths) < plain.max_len  # some bucketed batches are shorter than max_len
 
 
-@pytest.mark.parametrize("encoder", ["transformer", "gru", "lstm"])
+@pytest.mark.parametrize("encoder", ["transformer", "transformer_post", "gru", "lstm"])
 @pytest.mark.parametrize("scales", ["none", "session_day_month_all"])
 def test_a_trimmed_batch_gives_the_same_states(tmp_path, encoder, scales):
     """Cutting the padding common to a batch changes no state of a real position: positions are
     counted from the newest event, and recurrent encoders start from zero at each first event."""
+    post = ["model.encoder.norm=post", "model.encoder.activation=relu"] if encoder.endswith("_post") else []
     # max_len 100: longer than most users' histories, so evaluation cases are short too
-    cfg, dm = datamodule(tmp_path, f"model/encoder={encoder}", f"scales={scales}", "data.max_len=100")
+    cfg, dm = datamodule(
+        tmp_path, f"model/encoder={encoder.removesuffix('_post')}", f"scales={scales}", "data.max_len=100", *post
+    )
     module = build_module(cfg, dm, {}).eval()
     for stage_cases in (dm.train_cases(), dm.eval_cases("val")):
         c = stage_cases

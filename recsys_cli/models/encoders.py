@@ -36,7 +36,11 @@ class RNNEncoder(nn.Module):
 
             raise ConfigError(f"model.encoder.cell={cell!r}: valid cells are {sorted(cells)}")
         self.rnn = cells[cell](
-            dim, dim, num_layers=num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
+            dim,
+            dim,
+            num_layers=num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
         )
         self.norm = nn.LayerNorm(dim)
 
@@ -55,35 +59,64 @@ class RNNEncoder(nn.Module):
 
 
 class CausalSelfAttentionBlock(nn.Module):
-    """Pre-norm Transformer block with causal multi-head attention (SASRec-like)."""
+    """Transformer block with causal multi-head attention (SASRec-like).
 
-    def __init__(self, dim: int, num_heads: int, dropout: float, ffn_mult: int = 4):
+    ``norm="pre"`` normalises each sub-layer's input (x + f(LN(x)); the encoder adds a final
+    LayerNorm); ``norm="post"`` normalises after each residual sum (LN(x + f(x))), as the original
+    Transformer and SASRec do.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        dropout: float,
+        ffn_mult: int = 4,
+        norm: Literal["pre", "post"] = "pre",
+        activation: Literal["gelu", "relu"] = "gelu",
+    ):
         super().__init__()
-        if dim % num_heads:
-            from recsys_cli.errors import ConfigError
+        from recsys_cli.errors import ConfigError
 
+        if dim % num_heads:
             raise ConfigError(f"model.encoder.num_heads={num_heads} must divide model.dim={dim}")
-        self.num_heads = num_heads
+        if norm not in ("pre", "post"):
+            raise ConfigError(f"model.encoder.norm={norm!r}: valid values are 'pre' and 'post'")
+        acts = {"gelu": nn.GELU, "relu": nn.ReLU}
+        if activation not in acts:
+            raise ConfigError(
+                f"model.encoder.activation={activation!r}: valid values are {sorted(acts)}"
+            )
+        self.num_heads, self.pre_norm = num_heads, norm == "pre"
         self.norm1 = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn_mult * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_mult * dim, dim)
+            nn.Linear(dim, ffn_mult * dim),
+            acts[activation](),
+            nn.Dropout(dropout),
+            nn.Linear(ffn_mult * dim, dim),
         )
         self.dropout = nn.Dropout(dropout)
         self.attn_dropout = dropout
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def attend(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         B, L, D = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(B, L, 3, self.num_heads, D // self.num_heads).unbind(2)
+        q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads).unbind(2)
         # [B, L, h, d] -> [B, h, L, d]
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         a = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.attn_dropout if self.training else 0.0
         )
-        x = x + self.dropout(self.proj(a.transpose(1, 2).reshape(B, L, D)))
-        return x + self.dropout(self.ffn(self.norm2(x)))
+        return self.dropout(self.proj(a.transpose(1, 2).reshape(B, L, D)))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        if self.pre_norm:
+            x = x + self.attend(self.norm1(x), attn_mask)
+            return x + self.dropout(self.ffn(self.norm2(x)))
+        x = self.norm1(x + self.attend(x, attn_mask))
+        return self.norm2(x + self.dropout(self.ffn(x)))
 
 
 class TransformerEncoder(nn.Module):
@@ -97,13 +130,18 @@ class TransformerEncoder(nn.Module):
         num_heads: PositiveInt = 2,
         dropout: Fraction = 0.2,
         ffn_mult: PositiveInt = 4,
+        norm: Literal["pre", "post"] = "pre",
+        activation: Literal["gelu", "relu"] = "gelu",
     ):
         super().__init__()
         self.positions = nn.Embedding(max_len, dim)
         self.blocks = nn.ModuleList(
-            CausalSelfAttentionBlock(dim, num_heads, dropout, ffn_mult) for _ in range(num_layers)
+            CausalSelfAttentionBlock(dim, num_heads, dropout, ffn_mult, norm, activation)
+            for _ in range(num_layers)
         )
-        self.norm = nn.LayerNorm(dim)
+        # pre-norm blocks leave the residual stream unnormalised: one LayerNorm closes it; post-norm
+        # blocks end in one already
+        self.norm = nn.LayerNorm(dim) if norm == "pre" else nn.Identity()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, L, _ = x.shape
