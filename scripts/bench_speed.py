@@ -547,9 +547,8 @@ class Contender:
             self.model._eval_step(batch)
         else:
             scores = self.model.scores(left_pad(batch["items"], self.model.max_len))
-            self.metrics.update(
-                scores, eval_targets(batch), batch["seen"] if self.filter_seen else None
-            )
+            seen = batch["seen"] if self.filter_seen else None
+            self.metrics.update(scores, eval_targets(batch), seen, overwrite=True)
         sync(self.device)
         return time.perf_counter() - t0
 

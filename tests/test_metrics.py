@@ -16,6 +16,7 @@ from recsys_cli.training.metrics import (
     sync_distributed,
     target_ranks,
 )
+from recsys_cli.training.ranking import _ranks, _top_k_mask, capped_ranks, top_k, top_k_covered
 
 NEG_INF = float("-inf")
 
@@ -136,6 +137,35 @@ def test_coverage_is_exactly_the_items_ranked_below_k(data, batch, num_items):
         expected = set().union(*(brute_force_top_k(row, k) for row in rows))
         got = {j + 1 for j in torch.nonzero(covered[i]).flatten().tolist()}
         assert got == expected, (k, rows)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.data(),
+    batch=st.integers(1, 6),
+    num_items=st.integers(1, 30),
+    cap=st.integers(1, 30),
+)
+def test_ranks_and_top_k_from_the_best_scores_equal_the_whole_row_rule(data, batch, num_items, cap):
+    """The evaluation reads each row's best ``max(K) + 1`` scores, not the whole row: the capped
+    ranks and the top-K sets are the whole-row rule's (score desc, index asc; -inf never; NaN never
+    above), whether the scores are distinct, tied across the K-th place, -inf or NaN."""
+    cap = min(cap, num_items)
+    distinct = st.floats(-5, 5, allow_nan=False)
+    value = st.one_of(distinct, st.sampled_from([NEG_INF, 0.5, 1.0, math.nan]))
+    rows = [data.draw(st.lists(value, min_size=num_items, max_size=num_items)) for _ in range(batch)]
+    items = torch.tensor(rows, dtype=torch.float32)
+    targets0 = torch.tensor(data.draw(st.lists(st.integers(0, num_items - 1), min_size=batch, max_size=batch)))
+    ks = sorted({*data.draw(st.lists(st.integers(1, cap), max_size=2)), cap})
+    values, indices = top_k(items, ks)
+    want = _ranks(items, targets0).clamp(max=cap)
+    assert capped_ranks(items, targets0, values, cap).tolist() == want.tolist()
+    covered = top_k_covered(items, ks, values, indices)
+    for i, k in enumerate(ks):
+        cleaned = items.masked_fill(items.isnan(), NEG_INF)  # NaN: never recommended
+        kth = cleaned.sort(dim=1, descending=True).values[:, k - 1 : k]
+        whole_row = _top_k_mask(cleaned, kth, k).any(dim=0)
+        assert covered[i].tolist() == whole_row.tolist(), (k, rows)
 
 
 # -- mask_seen -------------------------------------------------------------------------------

@@ -32,12 +32,14 @@ class ModelOutput:
     def last_score_chunks(self, max_elements: int):
         """Yield ``(rows, scores)``: the :meth:`last_scores` of consecutive row slices of the
         batch, each ``[b, N + 1]`` with ``b * (N + 1) <= max_elements`` (at least one row), so
-        that ranking a large catalogue never holds the whole ``[B, N + 1]`` matrix."""
+        that ranking a large catalogue never holds the whole ``[B, N + 1]`` matrix. Each chunk is
+        a new tensor, the caller's to modify (seen items are masked in place)."""
         total, width = self._score_shape()
         step = max(1, max_elements // max(width, 1))
         for start in range(0, total, step):
             rows = slice(start, min(start + step, total))
-            yield rows, self._scores_of(rows)
+            scores = self._scores_of(rows)
+            yield rows, scores.clone() if self.scores is not None else scores
 
     def _score_shape(self) -> tuple[int, int]:
         if self.scores is not None:

@@ -33,102 +33,19 @@ from recsys_cli.training.buckets import (
     frequency_buckets,
     zero_bucket_state,
 )
+from recsys_cli.training.ranking import (
+    _check_ids,
+    _check_scores,
+    capped_ranks,
+    mask_seen,
+    target_ranks,
+    top_k,
+    top_k_covered,
+)
 
 __all__ = ["METRIC_NAMES", "RankingMetrics", "mask_seen", "sync_distributed", "target_ranks"]
 
 METRIC_NAMES = ("hr", "ndcg", "mrr", "recall", "coverage")
-
-
-def _check_ids(ids: Tensor, low: int, high: int, what: str) -> None:
-    """Raise ValueError unless every id lies in ``low..high`` (one host sync)."""
-    if ids.numel() == 0:
-        return
-    bad = torch.logical_or(ids < low, ids > high).any()
-    if bool(bad):
-        raise ValueError(
-            f"{what}: ids must lie in {low}..{high}, got values in "
-            f"{int(ids.min())}..{int(ids.max())}"
-        )
-
-
-def _check_scores(scores: Tensor) -> None:
-    if scores.dim() != 2 or scores.shape[1] < 2:
-        raise ValueError(
-            f"scores must have shape [B, N+1] with N >= 1 (column 0 = padding), "
-            f"got {tuple(scores.shape)}"
-        )
-    if not scores.is_floating_point():
-        raise ValueError(f"scores must be a floating-point tensor, got {scores.dtype}")
-
-
-def mask_seen(scores: Tensor, seen: Tensor) -> Tensor:
-    """Set the scores of seen items and of the padding column 0 to ``-inf``, in place.
-
-    Args:
-        scores: ``[B, N+1]`` float scores; modified in place and returned.
-        seen: ``[B, S]`` integer item ids in ``0..N``, padded with 0 (``S`` may be 0).
-    """
-    _check_scores(scores)
-    if seen.dim() != 2 or seen.shape[0] != scores.shape[0]:
-        raise ValueError(
-            f"seen must have shape [B, S] with B={scores.shape[0]}, got {tuple(seen.shape)}"
-        )
-    num_items = scores.shape[1] - 1
-    if seen.shape[1] > 0:
-        seen = seen.to(device=scores.device, dtype=torch.long)
-        _check_ids(seen, 0, num_items, "seen")
-        scores.scatter_(1, seen, float("-inf"))
-    scores[:, 0] = float("-inf")
-    return scores
-
-
-def _ranks(items: Tensor, targets0: Tensor) -> Tensor:
-    """0-based ranks of ``targets0`` (0-based columns of ``items``: [B, N], no padding column)."""
-    num_items = items.shape[1]
-    target_scores = items.gather(1, targets0.unsqueeze(1))  # [B, 1]
-    above = (items > target_scores).sum(dim=1)
-    column = torch.arange(num_items, device=items.device)
-    tied_before = ((items == target_scores) & (column < targets0.unsqueeze(1))).sum(dim=1)
-    ranks = above + tied_before
-    # A target scored -inf (filtered) or NaN is never recommended: rank N, never a hit.
-    recommendable = target_scores.squeeze(1) > float("-inf")
-    return torch.where(recommendable, ranks, torch.full_like(ranks, num_items))
-
-
-def target_ranks(scores: Tensor, targets: Tensor) -> Tensor:
-    """0-based rank of each target among items ``1..N`` (column 0, the padding item, is ignored).
-
-    ``rank = #(items scored higher) + #(items scored equal with a smaller index)``; a target whose
-    own score is ``-inf`` (or NaN) gets rank ``N``.
-
-    Args:
-        scores: ``[B, N+1]`` float scores.
-        targets: ``[B]`` integer item ids in ``1..N``.
-
-    Returns:
-        ``[B]`` long ranks on the device of ``scores``.
-    """
-    _check_scores(scores)
-    if targets.shape != (scores.shape[0],):
-        raise ValueError(
-            f"targets must have shape [B] with B={scores.shape[0]}, got {tuple(targets.shape)}"
-        )
-    targets = targets.to(device=scores.device, dtype=torch.long)
-    _check_ids(targets, 1, scores.shape[1] - 1, "targets")
-    return _ranks(scores[:, 1:], targets - 1)
-
-
-def _top_k_mask(items: Tensor, kth_values: Tensor, k: int) -> Tensor:
-    """``[B, N]`` bool: the items whose rank (score desc, index asc) is ``< k``, ``-inf`` excluded.
-
-    ``kth_values`` is the ``[B, 1]`` k-th largest score of each row. Every item scored above it is
-    in the top k; of the items tied with it, the ones with the smallest indices fill the rest.
-    """
-    above = items > kth_values
-    tied = items == kth_values
-    free_slots = k - above.sum(dim=1, keepdim=True)
-    tied_in = tied & (torch.cumsum(tied, dim=1, dtype=torch.int32) <= free_slots)
-    return (above | tied_in) & (items > float("-inf"))
 
 
 def _validated_ks(ks: Sequence[int], num_items: int) -> tuple[int, ...]:
@@ -279,14 +196,19 @@ class RankingMetrics:
     # -- accumulation ------------------------------------------------------------------------
 
     @torch.no_grad()
-    def update(self, scores: Tensor, targets: Tensor, seen: Tensor | None = None) -> None:
+    def update(
+        self, scores: Tensor, targets: Tensor, seen: Tensor | None = None, overwrite: bool = False
+    ) -> None:
         """Accumulate one batch.
 
         Args:
-            scores: ``[B, N+1]`` raw scores (column 0 = padding, ignored); not modified.
+            scores: ``[B, N+1]`` raw scores (column 0 = padding, ignored); not modified unless
+                ``overwrite``.
             targets: ``[B]`` integer target item ids in ``1..N``.
             seen: optional ``[B, S]`` item ids padded with 0 to filter out (as in :func:`mask_seen`);
                 a seen target is never a hit.
+            overwrite: the scores are the caller's to discard: the seen items are masked in place
+                instead of in a copy (one [B, N] copy less per batch).
         """
         _check_scores(scores)
         if scores.shape[1] != self.num_items + 1:
@@ -303,13 +225,15 @@ class RankingMetrics:
         targets = targets.to(device=device, dtype=torch.long)
         _check_ids(targets, 1, self.num_items, "targets")
         if seen is not None:
-            scores = mask_seen(scores.clone(), seen)
+            scores = mask_seen(scores if overwrite else scores.clone(), seen)
         items = scores[:, 1:]  # [B, N]; item i at column i - 1
 
         state = self._ensure_state(device)
         if scores.shape[0] == 0:
             return
-        ranks = _ranks(items, targets - 1)  # [B]
+        # one topk per row: metrics at K <= max(ks) need neither ranks beyond it nor the whole row
+        values, indices = top_k(items, self.ks)
+        ranks = capped_ranks(items, targets - 1, values, max(self.ks))  # [B]
 
         ks = torch.tensor(self.ks, device=device)
         hit = ranks.unsqueeze(0) < ks.unsqueeze(1)  # [nk, B]
@@ -318,10 +242,7 @@ class RankingMetrics:
         ndcg = torch.where(hit, 1.0 / torch.log2(ranks64 + 2.0), zero)
         mrr = torch.where(hit, 1.0 / (ranks64 + 1.0), zero)
 
-        kth = torch.topk(items, max(self.ks), dim=1, largest=True, sorted=True).values
-        covered = torch.stack(
-            [_top_k_mask(items, kth[:, k - 1 : k], k).any(dim=0) for k in self.ks]
-        )  # [nk, N]
+        covered = top_k_covered(items, self.ks, values, indices)  # [nk, N]
 
         target_device = state["count"].device
         state["count"] += scores.shape[0]

@@ -142,7 +142,8 @@ class RecommenderModule(pl.LightningModule):
         targets, seen = eval_targets(batch), batch["seen"] if self.filter_seen else None
         # rows at a time: a million-item catalogue is ranked without a [B, N] matrix per batch
         for rows, scores in output.last_score_chunks(EVAL_SCORE_ELEMENTS):
-            self.metrics.update(scores, targets[rows], None if seen is None else seen[rows])
+            seen_rows = None if seen is None else seen[rows]
+            self.metrics.update(scores, targets[rows], seen_rows, overwrite=True)
         if self.behaviour is not None and "behaviour_logits" in output.aux:
             logits = output.aux["behaviour_logits"][:, -1]  # [B, K]: the type of the held-out event
             self.behaviour.update(logits, batch["target_types"][:, -1], batch["event_types"][:, -1])
