@@ -133,3 +133,21 @@ def test_option_composes_validates_and_instantiates(override, tmp_path, tiny_lan
     names = {type(c).__name__ for c in trainer.callbacks}
     assert {"RunCheckpoint", "EarlyStopping"} <= names
     assert len(trainer.loggers) == len(cfg.logger)
+
+
+def test_the_default_optimizer_is_fused_and_steps_like_the_unfused_one():
+    """``optimizer.fused=true`` (torch's fused AdamW) changes the speed of a step, not the step."""
+    cfg = compose_train(["optimizer.weight_decay=0.01"])
+    assert cfg.optimizer.fused is True
+    torch.manual_seed(0)
+    start, grads = torch.randn(50, 8), [torch.randn(50, 8) for _ in range(5)]
+    weights = []
+    for fused in (True, False):
+        p = torch.nn.Parameter(start.clone())
+        optimizer = build(cfg.optimizer, "optimizer")([p], fused=fused)
+        for g in grads:
+            p.grad = g.clone()
+            optimizer.step()
+        weights.append(p.detach())
+    assert not torch.equal(weights[0], start)
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-6, atol=1e-6)
