@@ -120,7 +120,12 @@ class CausalSelfAttentionBlock(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """Causal Transformer with learned positions counted back from the newest event."""
+    """Causal Transformer with learned positions counted back from the newest event.
+
+    The config's default block is post-norm with ReLU (``conf/model/encoder/transformer.yaml``);
+    the arguments' defaults stay pre-norm with GELU, the block of the runs whose saved config
+    predates these two keys, so that their checkpoints rebuild the model they trained.
+    """
 
     def __init__(
         self,
