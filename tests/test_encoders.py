@@ -1,4 +1,4 @@
-"""The Transformer encoder's block variants against PyTorch's own layer."""
+"""The Transformer encoder: its block variants against PyTorch's own layer, and length groups."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import torch
 from torch import nn
 
 from recsys_cli.errors import ConfigError
-from recsys_cli.models.encoders import CausalSelfAttentionBlock, TransformerEncoder
+from recsys_cli.models.encoders import (
+    CausalSelfAttentionBlock,
+    TransformerEncoder,
+    in_length_groups,
+)
 
 
 @pytest.mark.parametrize(
@@ -54,3 +58,48 @@ def test_a_post_norm_encoder_adds_no_final_norm_and_bad_values_are_one_line():
         TransformerEncoder(8, 5, norm="middle")
     with pytest.raises(ConfigError, match=r"model.encoder.activation='tanh'"):
         TransformerEncoder(8, 5, activation="tanh")
+
+
+@pytest.mark.parametrize("groups", [2, 4, 8])
+def test_length_groups_give_the_same_states_and_gradients(groups):
+    """A batch encoded in groups of similar length (each cut to its longest row) has the states
+    and the gradients of the whole batch at once, also with a gap inside a history."""
+    torch.manual_seed(0)
+    B, L, D = 37, 20, 16
+    x = torch.randn(B, L, D)
+    lengths = torch.randint(0, L + 1, (B,))
+    lengths[0] = L
+    mask = torch.arange(L)[None] >= (L - lengths)[:, None]
+    mask[3, L - 2] = False  # a padded step inside a history
+    weights = TransformerEncoder(D, L, num_heads=2, dropout=0.0, norm="post").state_dict()
+    results = []
+    for g in (1, groups):
+        enc = TransformerEncoder(D, L, num_heads=2, dropout=0.0, norm="post", length_groups=g).eval()
+        enc.load_state_dict(weights)
+        xg = x.clone().requires_grad_()
+        out = enc(xg, mask)
+        (out * torch.linspace(-1, 1, D)).sum().backward()
+        results.append((out.detach(), xg.grad, enc.blocks[0].qkv.weight.grad))
+    for whole, split in zip(results[0], results[1], strict=True):
+        torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_length_groups_run_whole_when_the_split_saves_little():
+    """Rows of about the same length: splitting would save under MIN_SAVED_SHARE of the
+    positions, so the encoder runs once on the whole batch."""
+    calls = []
+
+    def encode(x, mask):
+        calls.append(x.shape)
+        return x * mask.unsqueeze(-1)
+
+    x = torch.randn(16, 10, 4)
+    alike = torch.ones(16, 10, dtype=torch.bool)
+    alike[:4, 0] = False  # four rows one event shorter: 2.5% of the positions
+    in_length_groups(encode, x, alike, 4)
+    assert calls == [(16, 10, 4)]
+    calls.clear()
+    unlike = torch.arange(10)[None] >= torch.arange(16)[:, None].clamp(max=9)  # 10 .. 1 events
+    out = in_length_groups(encode, x, unlike, 4)
+    assert len(calls) == 4 and sorted(c[1] for c in calls) == [1, 2, 6, 10]
+    torch.testing.assert_close(out, x * unlike.unsqueeze(-1))

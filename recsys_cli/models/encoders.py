@@ -10,6 +10,7 @@ encoder is used is chosen by config (``model/encoder=gru|lstm|transformer``), bu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -17,6 +18,41 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys_cli.contract.params import Fraction, PositiveInt
+
+# Splitting pays only when it saves enough: each group is a pass of its own through the encoder
+# (on 2 CPU cores a 4-group split saving 6% of the positions made a step 1.5% slower; one saving
+# 26%, on the ML-1M-sized log at max_len 200, made it 1.2x faster).
+MIN_SAVED_SHARE = 0.1
+
+
+def in_length_groups(
+    encode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    groups: int,
+) -> torch.Tensor:
+    """``encode(x, mask)`` of left-padded rows, computed on ``groups`` groups of rows of similar
+    length, each cut to its own longest row: the same states (an encoder's states do not depend
+    on the padding before a sequence), with less work spent on padding.
+
+    The batch's cases stay together (one loss, one step): only the encoder's computation is
+    split, unlike bucketing (``data.bucket_pool``), which changes which cases share a batch. A
+    batch whose split would save less than ``MIN_SAVED_SHARE`` of its positions runs whole.
+    """
+    B, L, _ = x.shape
+    if groups <= 1 or B < 2 * groups:
+        return encode(x, mask)
+    lengths = L - (mask.cumsum(1) == 0).sum(1)  # from each row's first event to the newest
+    order = torch.argsort(lengths, stable=True)
+    parts = order.tensor_split(groups)
+    widths = torch.stack([lengths[rows].max() for rows in parts]).clamp(min=1).tolist()
+    if sum(w * len(rows) for w, rows in zip(widths, parts, strict=True)) > (1 - MIN_SAVED_SHARE) * B * L:
+        return encode(x, mask)
+    out = []
+    for width, rows in zip(widths, parts, strict=True):
+        h = encode(x[rows, L - width :], mask[rows, L - width :])
+        out.append(F.pad(h, (0, 0, L - width, 0)))  # the padding's states are zero
+    return torch.cat(out).index_select(0, torch.argsort(order))
 
 
 class RNNEncoder(nn.Module):
@@ -137,8 +173,10 @@ class TransformerEncoder(nn.Module):
         ffn_mult: PositiveInt = 4,
         norm: Literal["pre", "post"] = "pre",
         activation: Literal["gelu", "relu"] = "gelu",
+        length_groups: PositiveInt = 1,
     ):
         super().__init__()
+        self.length_groups = length_groups
         self.positions = nn.Embedding(max_len, dim)
         self.blocks = nn.ModuleList(
             CausalSelfAttentionBlock(dim, num_heads, dropout, ffn_mult, norm, activation)
@@ -149,6 +187,9 @@ class TransformerEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim) if norm == "pre" else nn.Identity()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return in_length_groups(self._encode, x, mask, self.length_groups)
+
+    def _encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, L, _ = x.shape
         # the newest event (last column) always has the last position, also when a batch has
         # fewer than max_len columns (its common padding trimmed)
