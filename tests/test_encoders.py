@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from recsys_cli.errors import ConfigError
@@ -11,6 +16,7 @@ from recsys_cli.models.encoders import (
     CausalSelfAttentionBlock,
     TransformerEncoder,
     in_length_groups,
+    length_split,
 )
 
 
@@ -101,5 +107,23 @@ def test_length_groups_run_whole_when_the_split_saves_little():
     calls.clear()
     unlike = torch.arange(10)[None] >= torch.arange(16)[:, None].clamp(max=9)  # 10 .. 1 events
     out = in_length_groups(encode, x, unlike, 4)
-    assert len(calls) == 4 and sorted(c[1] for c in calls) == [1, 2, 6, 10]
+    # lengths 1 x 7, 2, 3, ..., 10: the fewest positions are 7x1 + 3x4 + 3x7 + 3x10 = 70 of 160
+    assert sorted((c[0], c[1]) for c in calls) == [(3, 4), (3, 7), (3, 10), (7, 1)]
     torch.testing.assert_close(out, x * unlike.unsqueeze(-1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths=st.lists(st.integers(1, 30), min_size=2, max_size=9), data=st.data())
+def test_the_length_split_computes_the_fewest_positions(lengths, data):
+    """The cut points found by dynamic programming against every possible split."""
+    lengths = np.sort(np.array(lengths))
+    B = len(lengths)
+    groups = data.draw(st.integers(1, B))
+
+    def positions(ends):
+        return sum((e - s) * int(lengths[e - 1]) for s, e in zip([0, *ends[:-1]], ends, strict=True))
+
+    ends = length_split(lengths, groups)
+    assert len(ends) == groups and ends[-1] == B and all(np.diff([0, *ends]) > 0)
+    every = (positions([*cuts, B]) for cuts in itertools.combinations(range(1, B), groups - 1))
+    assert positions(ends) == min(every)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,15 +26,39 @@ from recsys_cli.contract.params import Fraction, PositiveInt
 MIN_SAVED_SHARE = 0.1
 
 
+def length_split(lengths: np.ndarray, groups: int) -> list[int]:
+    """Where to cut ascending ``lengths`` into ``groups`` consecutive groups so that the positions
+    computed, the sum over groups of (rows x longest length), are fewest: the group ends, the
+    last one ``len(lengths)``. Exact, by dynamic programming over the cut points (B^2 per group).
+    """
+    B = len(lengths)
+    starts, ends = np.arange(B)[:, None], np.arange(1, B + 1)[None, :]
+    # cost[i, j - 1]: rows i..j-1 as one group, (j - i) rows of the length lengths[j - 1]
+    cost = np.where(starts < ends, (ends - starts) * lengths[None, :].astype(np.float64), np.inf)
+    best = np.full(B + 1, np.inf)
+    best[0] = 0.0
+    cuts = []
+    for _ in range(groups):
+        total = best[:B, None] + cost  # [start, end - 1]
+        start = total.argmin(0)
+        cuts.append(start)
+        best = np.concatenate([[np.inf], total[start, np.arange(B)]])
+    ends_ = [B]
+    for start in reversed(cuts[1:]):
+        ends_.append(int(start[ends_[-1] - 1]))
+    return ends_[::-1]
+
+
 def in_length_groups(
     encode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     mask: torch.Tensor,
     groups: int,
 ) -> torch.Tensor:
-    """``encode(x, mask)`` of left-padded rows, computed on ``groups`` groups of rows of similar
-    length, each cut to its own longest row: the same states (an encoder's states do not depend
-    on the padding before a sequence), with less work spent on padding.
+    """``encode(x, mask)`` of left-padded rows, computed on up to ``groups`` groups of rows of
+    similar length, each cut to its own longest row: the same states (an encoder's states do not
+    depend on the padding before a sequence), with less work spent on padding. The groups are
+    the split of the length-sorted rows that computes the fewest positions (:func:`length_split`).
 
     The batch's cases stay together (one loss, one step): only the encoder's computation is
     split, unlike bucketing (``data.bucket_pool``), which changes which cases share a batch. A
@@ -43,13 +68,16 @@ def in_length_groups(
     if groups <= 1 or B < 2 * groups:
         return encode(x, mask)
     lengths = L - (mask.cumsum(1) == 0).sum(1)  # from each row's first event to the newest
-    order = torch.argsort(lengths, stable=True)
-    parts = order.tensor_split(groups)
-    widths = torch.stack([lengths[rows].max() for rows in parts]).clamp(min=1).tolist()
-    if sum(w * len(rows) for w, rows in zip(widths, parts, strict=True)) > (1 - MIN_SAVED_SHARE) * B * L:
+    lengths, order = torch.sort(lengths.clamp(min=1), stable=True)
+    lengths = lengths.cpu().numpy()
+    ends = length_split(lengths, groups)
+    starts = [0, *ends[:-1]]
+    widths = [int(lengths[end - 1]) for end in ends]
+    if sum(w * (e - s) for w, s, e in zip(widths, starts, ends, strict=True)) > (1 - MIN_SAVED_SHARE) * B * L:
         return encode(x, mask)
     out = []
-    for width, rows in zip(widths, parts, strict=True):
+    for width, start, end in zip(widths, starts, ends, strict=True):
+        rows = order[start:end]
         h = encode(x[rows, L - width :], mask[rows, L - width :])
         out.append(F.pad(h, (0, 0, L - width, 0)))  # the padding's states are zero
     return torch.cat(out).index_select(0, torch.argsort(order))
