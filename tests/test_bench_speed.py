@@ -123,3 +123,17 @@ def test_reference_that_does_not_fit_is_skipped_with_its_reason(tmp_path, monkey
     assert payload["contenders"]["transformer"]["summary"]["ratios_to_reference"] is None
     text = capsys.readouterr().out
     assert "reference skipped:" in text and "| reference | skipped:" in text
+
+
+def test_the_ranking_benchmark_runs_on_a_small_catalogue():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_ranking.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--items", "500", "--rows", "7", "--batches", "2"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "ms per user; coverage@20" in out
+    assert 0 < float(out.split()[-1]) <= 1
