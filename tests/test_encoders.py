@@ -127,3 +127,15 @@ def test_the_length_split_computes_the_fewest_positions(lengths, data):
     assert len(ends) == groups and ends[-1] == B and all(np.diff([0, *ends]) > 0)
     every = (positions([*cuts, B]) for cuts in itertools.combinations(range(1, B), groups - 1))
     assert positions(ends) == min(every)
+
+
+def test_attention_projections_start_as_torch_s_multihead_attention():
+    """Xavier-uniform input projections and zero biases, as nn.MultiheadAttention initialises
+    them (the feed-forward layers keep nn.Linear's default)."""
+    torch.manual_seed(0)
+    block = CausalSelfAttentionBlock(64, 2, dropout=0.0)
+    bound = (6 / (64 + 3 * 64)) ** 0.5
+    assert float(block.qkv.weight.abs().max()) <= bound
+    assert float(block.qkv.weight.abs().max()) > 0.9 * bound
+    assert torch.all(block.qkv.bias == 0) and torch.all(block.proj.bias == 0)
+    assert not torch.all(block.ffn[0].bias == 0)

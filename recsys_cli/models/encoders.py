@@ -164,6 +164,12 @@ class CausalSelfAttentionBlock(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.attn_dropout = dropout
+        # as nn.MultiheadAttention (and so SASRec's usual PyTorch code): Xavier-uniform input
+        # projections, zero biases; nn.Linear's default (uniform +-1/sqrt(D), random biases) left
+        # ml-100k at max_len 200 8-10% below the reference after 30 epochs (README, speed section)
+        nn.init.xavier_uniform_(self.qkv.weight)
+        nn.init.zeros_(self.qkv.bias)
+        nn.init.zeros_(self.proj.bias)
 
     def attend(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         B, L, D = x.shape
