@@ -32,21 +32,21 @@ def length_split(lengths: np.ndarray, groups: int) -> list[int]:
     last one ``len(lengths)``. Exact, by dynamic programming over the cut points (B^2 per group).
     """
     B = len(lengths)
-    starts, ends = np.arange(B)[:, None], np.arange(1, B + 1)[None, :]
+    first, end = np.arange(B)[:, None], np.arange(1, B + 1)[None, :]
     # cost[i, j - 1]: rows i..j-1 as one group, (j - i) rows of the length lengths[j - 1]
-    cost = np.where(starts < ends, (ends - starts) * lengths[None, :].astype(np.float64), np.inf)
-    best = np.full(B + 1, np.inf)
+    cost = np.where(first < end, (end - first) * lengths[None, :].astype(np.float64), np.inf)
+    best = np.full(B + 1, np.inf)  # best[j]: the fewest positions of rows 0..j-1 in g groups
     best[0] = 0.0
-    cuts = []
+    best_first = []  # per group count g: for each end j, where the last of the g groups starts
     for _ in range(groups):
-        total = best[:B, None] + cost  # [start, end - 1]
+        total = best[:B, None] + cost  # [first row of the last group, its end - 1]
         start = total.argmin(0)
-        cuts.append(start)
+        best_first.append(start)
         best = np.concatenate([[np.inf], total[start, np.arange(B)]])
-    ends_ = [B]
-    for start in reversed(cuts[1:]):
-        ends_.append(int(start[ends_[-1] - 1]))
-    return ends_[::-1]
+    group_ends = [B]
+    for start in reversed(best_first[1:]):
+        group_ends.append(int(start[group_ends[-1] - 1]))
+    return group_ends[::-1]
 
 
 def in_length_groups(

@@ -1,10 +1,11 @@
 """Ranking kernels of full-catalogue evaluation: seen-item masking, target ranks, top-K sets.
 
 Items are ranked by score, descending, ties broken by item index (smaller index first); items
-scored ``-inf`` or NaN are never recommended, and a NaN score is never above a target's. Every function here reads a ``[B, N]`` (or ``[B, N + 1]``)
-score matrix a small, fixed number of times, so that ranking a million-item catalogue costs a few
-passes over its scores: the tie rule is applied exactly, but only to the rows that have a tie
-where it matters (a float score matrix rarely does).
+scored ``-inf`` or NaN are never recommended, and a NaN score is never above a target's. Every
+function here reads a ``[B, N]`` (or ``[B, N + 1]``) score matrix a small, fixed number of times,
+so that ranking a million-item catalogue costs a few passes over its scores: the tie rule is
+applied exactly, but only to the rows that have a tie where it matters (a float score matrix
+rarely does).
 """
 
 from __future__ import annotations
