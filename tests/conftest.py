@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# the repository's root folder (tests live in subfolders that mirror the package)
+REPO = Path(__file__).resolve().parent.parent
+
 TINY_DATA = [
     "data.reader.num_users=60",
     "data.reader.num_items=80",
@@ -115,3 +118,26 @@ def tiny_language_model(tmp_path_factory) -> Path:
     )  # fmt: skip
     BertModel(config).save_pretrained(folder)
     return folder
+
+
+def assert_one_error_line(result, *fragments: str) -> str:
+    assert result.code == 2, (result.code, result.err[-2000:])
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, result.err[-2000:]
+    assert "Traceback" not in result.err and "Traceback" not in result.out
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def tiny_datamodule(tmp_path, *overrides: str):
+    """A loaded data module of the tiny config (a count baseline's when ``model=`` is overridden)."""
+    from recsys_cli.builders import build_datamodule
+    from recsys_cli.compose import compose_train
+
+    baseline = any(o.startswith("model=") for o in overrides)
+    cfg = compose_train([*(TINY_BASELINE if baseline else TINY), *overrides, f"paths.run_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}"])
+    dm = build_datamodule(cfg)
+    dm.load()
+    return cfg, dm

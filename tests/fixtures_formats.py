@@ -10,6 +10,11 @@ import gzip
 import json
 from pathlib import Path
 
+import pytest
+
+from recsys_cli.data.formats import TabularReader
+from recsys_cli.errors import DataError
+
 # -- MovieLens ---------------------------------------------------------------------------------
 
 ML100K_UDATA = "196\t242\t3\t881250949\n186\t302\t3\t891717742\n196\t1\t5\t881250950\n"
@@ -320,3 +325,23 @@ def write_ml_titles(folder: Path) -> Path:
     write_bytes(folder / "ratings.csv", ML_TITLES_RATINGS)
     write_bytes(folder / "movies.csv", ML_TITLES_MOVIES)
     return folder
+
+
+COLS = {"user": "visitor", "item": "sku", "timestamp": "ts"}
+
+
+def error_of(make_reader) -> str:
+    """The message of the DataError that building + reading raises; it must be one line."""
+    with pytest.raises(DataError) as info:
+        reader = make_reader()
+        reader.source_files()
+        reader.read()
+    msg = str(info.value)
+    assert "\n" not in msg and msg.strip() == msg and len(msg) < 600, msg
+    assert "Traceback" not in msg and "polars" not in msg.lower(), msg
+    return msg
+
+
+def tabular(tmp_path, text: str | bytes, columns=None, name="log.csv", **kw):
+    path = write_bytes(tmp_path / name, text)
+    return path, (lambda: TabularReader(str(path), columns or COLS, **kw))

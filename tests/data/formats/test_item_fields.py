@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import TINY_DATA
+from conftest import REPO, TINY_DATA
 from fixtures_formats import (
     AMAZON_2018_META,
     AMAZON_2018_REVIEWS,
@@ -41,7 +41,6 @@ from recsys_cli.data.prepare import prepare, prepare_events
 from recsys_cli.data.prepared_data import PreparationConfig, PreparedData
 from recsys_cli.data.synthetic import SyntheticSource
 
-REPO = Path(__file__).resolve().parents[1]
 KEEP_ALL = PreparationConfig(min_user_events=2)
 # the fixtures' events plus a second one of user 186, so that item 302 is kept
 ML100K_UDATA = (

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Annotated
 
 import pytest
-from conftest import TINY, TINY_BASELINE, run_recsys
+from conftest import TINY, TINY_BASELINE, assert_one_error_line, run_recsys
 from fixtures_formats import TAOBAO, write_bytes
-from test_cli import assert_one_error_line
 
 from recsys_cli.checks import validate_config
 from recsys_cli.compose import compose_train

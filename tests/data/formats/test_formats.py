@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import REPO
 from fixtures_formats import (
     AMAZON_2018_CSV,
     AMAZON_2018_META,
@@ -40,7 +41,6 @@ from recsys_cli.data.formats.base import DatasetReader, RawDataset
 from recsys_cli.data.formats.canonical import json_lines as C
 
 UTC = pl.Datetime("us", "UTC")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def ts(seconds: float) -> datetime:
@@ -309,7 +309,7 @@ def test_recbole_dataset_name_and_token_seq_context(tmp_path):
 
 
 def _ml100k_dir() -> Path | None:
-    candidates = [Path(__file__).resolve().parents[2] / "shared/data/ml-100k"]
+    candidates = [REPO.parent / "shared/data/ml-100k"]
     if os.environ.get("RECSYS_ML100K"):
         candidates.insert(0, Path(os.environ["RECSYS_ML100K"]))
     return next((c for c in candidates if (c / "ml-100k.inter").is_file()), None)

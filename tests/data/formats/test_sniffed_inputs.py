@@ -22,14 +22,16 @@ import polars as pl
 import pytest
 from fixtures_formats import (
     AMAZON_2023_REVIEWS,
+    COLS,
     ML1M_RATINGS,
     TAOBAO,
+    error_of,
     jsonl,
+    tabular,
     write_bytes,
     write_ml1m,
     write_ml100k,
 )
-from test_bad_inputs import COLS, error_of, tabular
 
 from recsys_cli.data.formats import AmazonReader, MovieLensReader, TabularReader, TaobaoReader
 from recsys_cli.data.prepare import prepare

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from conftest import REPO
 from fixtures_formats import TAOBAO, write_bytes, write_recbole
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,6 @@ from recsys_cli.data.prepare_stats import describe, format_stats, repeat_share
 from recsys_cli.data.prepared_data import PreparationConfig
 from recsys_cli.errors import ConfigError, DataError
 
-REPO = Path(__file__).resolve().parents[1]
 UTC = pl.Datetime("us", "UTC")
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TINY, run_recsys
-from test_contract import tiny_datamodule
+from conftest import TINY, run_recsys, tiny_datamodule
 
 from recsys_cli.builders import build_module, build_trainer
 from recsys_cli.checks import validate_config

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, TINY_BASELINE, run_recsys
+from conftest import TINY, TINY_BASELINE, assert_one_error_line, run_recsys
 
 from recsys_cli.compose import compose_train
 
@@ -38,17 +38,6 @@ def latest_evaluation(run_dir: Path) -> dict:
     files = sorted((run_dir / "evaluations").glob("*.json"))
     assert files, f"no evaluation report in {run_dir}"
     return json.loads(files[-1].read_text())
-
-
-def assert_one_error_line(result, *fragments: str) -> str:
-    assert result.code == 2, (result.code, result.err[-2000:])
-    lines = [line for line in result.err.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1, result.err[-2000:]
-    assert "Traceback" not in result.err and "Traceback" not in result.out
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import importlib.util
 import json
 import math
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_speed.py"
+SCRIPT = REPO / "scripts" / "bench_speed.py"
 
 
 def load_bench():
@@ -128,9 +128,8 @@ def test_reference_that_does_not_fit_is_skipped_with_its_reason(tmp_path, monkey
 def test_the_ranking_benchmark_runs_on_a_small_catalogue():
     import subprocess
     import sys
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_ranking.py"
+    script = REPO / "scripts" / "bench_ranking.py"
     out = subprocess.run(
         [sys.executable, str(script), "--items", "500", "--rows", "7", "--batches", "2"],
         capture_output=True, text=True, check=True,

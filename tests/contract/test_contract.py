@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, TINY_BASELINE, run_recsys
+from conftest import REPO, TINY, TINY_BASELINE, run_recsys, tiny_datamodule
 
-from recsys_cli.builders import build_datamodule, build_module
+from recsys_cli.builders import build_module
 from recsys_cli.checkpoints import CHECKPOINT_FORMAT
 from recsys_cli.checks import validate_config
 from recsys_cli.compose import compose_train
@@ -21,15 +21,7 @@ from recsys_cli.contract.batch import EVAL_FIELDS, TRAIN_FIELDS, WINDOW_FIELDS, 
 from recsys_cli.errors import ConfigError
 from recsys_cli.training.objective import Objective, ObjectiveTerm
 
-PACKAGE = Path(__file__).resolve().parent.parent / "recsys_cli"
-
-
-def tiny_datamodule(tmp_path, *overrides: str):
-    baseline = any(o.startswith("model=") for o in overrides)
-    cfg = compose_train([*(TINY_BASELINE if baseline else TINY), *overrides, f"paths.run_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}"])
-    dm = build_datamodule(cfg)
-    dm.load()
-    return cfg, dm
+PACKAGE = REPO / "recsys_cli"
 
 
 @pytest.mark.parametrize("scales", ["session_day_month_all", "none"])

@@ -7,12 +7,12 @@ P(score of a positive > score of a negative) + 0.5 P(tie), never with a library.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import REPO
 
 from recsys_cli.contract.data_spec import DataSpec, type_transitions
 from recsys_cli.contract.output import ModelOutput
@@ -98,7 +98,7 @@ def test_bind_accepts_two_types_and_a_switched_off_term():
 
 
 def test_config_file_builds_the_term():
-    path = Path(__file__).parents[1] / "conf" / "objective" / "behaviour" / "type_ce.yaml"
+    path = REPO / "conf" / "objective" / "behaviour" / "type_ce.yaml"
     text = path.read_text()
     node = yaml.safe_load(text)
     # off by default (no head, the default run unchanged); one override turns it on

@@ -33,10 +33,13 @@ from fixtures_formats import (
     AMAZON_2018_CSV,
     AMAZON_2018_META,
     AMAZON_2023_REVIEWS,
+    COLS,
     ML1M_MOVIES,
     RETAILROCKET,
     TAOBAO,
+    error_of,
     jsonl,
+    tabular,
     write_bytes,
     write_gz,
     write_ml1m,
@@ -56,27 +59,7 @@ from recsys_cli.data.formats import (
 )
 from recsys_cli.data.prepare import prepare
 from recsys_cli.data.prepared_data import PreparationConfig
-from recsys_cli.errors import ConfigError, DataError
-
-COLS = {"user": "visitor", "item": "sku", "timestamp": "ts"}
-
-
-def error_of(make_reader) -> str:
-    """The message of the DataError that building + reading raises; it must be one line."""
-    with pytest.raises(DataError) as info:
-        reader = make_reader()
-        reader.source_files()
-        reader.read()
-    msg = str(info.value)
-    assert "\n" not in msg and msg.strip() == msg and len(msg) < 600, msg
-    assert "Traceback" not in msg and "polars" not in msg.lower(), msg
-    return msg
-
-
-def tabular(tmp_path, text: str | bytes, columns=None, name="log.csv", **kw):
-    path = write_bytes(tmp_path / name, text)
-    return path, (lambda: TabularReader(str(path), columns or COLS, **kw))
-
+from recsys_cli.errors import ConfigError
 
 # -- files and folders -------------------------------------------------------------------------
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from recsys_cli.data.synthetic import SyntheticSource
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPTS = REPO / "scripts"
 sys.path.insert(0, str(SCRIPTS))  # the oracles live next to the script that reports them
 
 from synthetic_oracle import ORACLES, evaluate_oracles  # noqa: E402
@@ -83,7 +83,7 @@ def test_oracles_are_ordered_by_what_they_know():
 
 
 def test_the_grid_script_reports_one_row_per_combination(capsys):
-    path = Path(__file__).resolve().parents[1] / "scripts" / "synthetic_ceiling.py"
+    path = REPO / "scripts" / "synthetic_ceiling.py"
     spec = importlib.util.spec_from_file_location("synthetic_ceiling", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
