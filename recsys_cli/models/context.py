@@ -54,18 +54,19 @@ def time_features(times: torch.Tensor, previous: torch.Tensor, has_previous: tor
     return {"hour": hour, "weekday": weekday, "gap": gap}
 
 
-def side_table(rows: int, dim: int) -> nn.Embedding:
+def side_table(rows: int, dim: int, std: float | None = 0.02) -> nn.Embedding:
     """An embedding table of an event's side feature (type, category, hour, ...), added to the
     item's input vector; row 0 (padding or unknown) is a zero vector.
 
-    Vectors start at ``D ** -0.5`` per coordinate, the scale of an item vector before the
-    recommender multiplies item inputs by ``sqrt(D)``: a side feature starts at ``1 / sqrt(D)`` of
-    an item's input. ``nn.Embedding``'s own N(0, 1) would make, say, the event type as large as the
-    item: with few distinct types it then dominates every input and the Transformer sat on the
-    popularity plateau for an extra epoch (README, "Speed against a reference SASRec").
+    Vectors start at ``std`` per coordinate (``model.init_std``), the scale of an item vector
+    before the recommender multiplies item inputs by ``sqrt(D)``: a side feature starts at
+    ``1 / sqrt(D)`` of an item's input. ``nn.Embedding``'s own N(0, 1) would make, say, the event
+    type far larger than the item: with few distinct types it then dominates every input and the
+    Transformer sat on the popularity plateau for an extra epoch. ``std=None``: ``D ** -0.5``, the
+    scale of the unit-norm item rows used before 2026-12-06.
     """
     table = nn.Embedding(rows, dim, padding_idx=0)
-    nn.init.normal_(table.weight, std=dim**-0.5)
+    nn.init.normal_(table.weight, std=dim**-0.5 if std is None else std)
     with torch.no_grad():
         table.weight[0].zero_()
     return table
@@ -81,7 +82,9 @@ class ContextEmbedding(nn.Module):
 
     sizes = {"hour": 24, "weekday": 7, "gap": GAP_BUCKETS - 1}
 
-    def __init__(self, spec: DataSpec, dim: int, features: list[str], request_time: bool = False):
+    def __init__(
+        self, spec: DataSpec, dim: int, features: list[str], request_time: bool = False, init_std: float | None = 0.02
+    ):
         super().__init__()
         columns = dict(spec.context_columns)
         unknown = [f for f in features if f not in FEATURES and f not in columns]
@@ -107,7 +110,7 @@ class ContextEmbedding(nn.Module):
         self.columns = [(f, order.index(f)) for f in features if f in columns]
         sizes = {**self.sizes, **columns}
         names = [*(TIME_FEATURES if request_time else timed), *(f for f, _ in self.columns)]
-        self.tables = nn.ModuleDict({f: side_table(sizes[f] + 1, dim) for f in dict.fromkeys(names)})
+        self.tables = nn.ModuleDict({f: side_table(sizes[f] + 1, dim, init_std) for f in dict.fromkeys(names)})
 
     def _embed(self, indices: dict[str, torch.Tensor], names: tuple[str, ...] | list[str], valid: torch.Tensor) -> torch.Tensor:
         out = 0

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_cli.contract.params import Fraction, PositiveInt
+from recsys_cli.contract.params import Fraction, NonNegative, PositiveInt
 
 # Splitting pays only when it saves enough: each group is a pass of its own through the encoder
 # (on 2 CPU cores 4 equal-count groups saving 6% of the positions made a step 1.5% slower; the
@@ -208,10 +208,16 @@ class TransformerEncoder(nn.Module):
         norm: Literal["pre", "post"] = "pre",
         activation: Literal["gelu", "relu"] = "gelu",
         length_groups: PositiveInt = 1,
+        position_init_std: NonNegative | None = 0.02,
     ):
         super().__init__()
         self.length_groups = length_groups
         self.positions = nn.Embedding(max_len, dim)
+        # N(0, 0.02^2) as the item table (model.init_std); None: nn.Embedding's N(0, 1), the
+        # initialisation before 2026-12-06 (as large as an item's input: positions, the same for
+        # every user, then drowned the items and training sat on the popularity level)
+        if position_init_std is not None:
+            nn.init.normal_(self.positions.weight, std=position_init_std)
         self.blocks = nn.ModuleList(
             CausalSelfAttentionBlock(dim, num_heads, dropout, ffn_mult, norm, activation)
             for _ in range(num_layers)

@@ -13,6 +13,7 @@ from torch import nn
 
 from recsys_cli.contract.batch import Batch
 from recsys_cli.contract.data_spec import DataSpec
+from recsys_cli.contract.params import NonNegative
 
 
 class ItemRepresentation(nn.Module):
@@ -41,12 +42,20 @@ class ItemRepresentation(nn.Module):
 
 
 class IdEmbedding(ItemRepresentation):
-    """A learned vector per item id (per-coordinate std ``D ** -0.5``: about unit norm)."""
+    """A learned vector per item id, drawn N(0, ``init_std``^2) (``model.init_std``, 0.02 as in
+    BERT, RecBole and the SASRec+ recipe); ``init_std=None``: std ``D ** -0.5`` per coordinate
+    (unit-norm rows, the initialisation before 2026-12-06).
 
-    def __init__(self, spec: DataSpec, dim: int):
+    The table is both the input vectors (times ``sqrt(D)``) and the output layer. Started at unit
+    norm, Adam's steps of ~lr per coordinate move it slowly relative to its size, and on
+    MovieLens-1M training sat on the popularity level for 10+ epochs; at 0.02 it left it after 3
+    (docs/results/ml1m-plateau.md).
+    """
+
+    def __init__(self, spec: DataSpec, dim: int, init_std: NonNegative | None = 0.02):
         super().__init__(spec, dim)
         self.embedding = nn.Embedding(spec.num_items + 1, dim, padding_idx=0)
-        nn.init.normal_(self.embedding.weight, std=dim**-0.5)
+        nn.init.normal_(self.embedding.weight, std=dim**-0.5 if init_std is None else init_std)
         with torch.no_grad():
             self.embedding.weight[0].zero_()
 

@@ -139,3 +139,22 @@ def test_attention_projections_start_as_torch_s_multihead_attention():
     assert float(block.qkv.weight.abs().max()) > 0.9 * bound
     assert torch.all(block.qkv.bias == 0) and torch.all(block.proj.bias == 0)
     assert not torch.all(block.ffn[0].bias == 0)
+
+
+@pytest.mark.parametrize("std", [0.02, None])
+def test_embedding_tables_start_at_model_init_std(std):
+    """Item vectors and learned positions start N(0, init_std^2) (model.init_std, 0.02); None is the
+    scheme before 2026-12-06: unit-norm item rows (std D^-0.5) and nn.Embedding's N(0, 1) positions."""
+    from recsys_cli.contract import DataSpec
+    from recsys_cli.contract.scales import ScaleSet
+    from recsys_cli.models.items import IdEmbedding
+
+    torch.manual_seed(0)
+    D = 64
+    items = IdEmbedding(DataSpec(num_items=3000, num_users=1, max_len=200, scales=ScaleSet()), D, init_std=std)
+    positions = TransformerEncoder(D, 200, position_init_std=std).positions.weight
+    table = items().detach()
+    assert torch.all(table[0] == 0)  # padding
+    want_items, want_positions = (std, std) if std is not None else (D**-0.5, 1.0)
+    assert float(table[1:].std()) == pytest.approx(want_items, rel=0.05)
+    assert float(positions.std()) == pytest.approx(want_positions, rel=0.05)

@@ -243,19 +243,24 @@ def test_a_run_with_every_switch_evaluates_again_to_the_same_numbers(cache_dir, 
         assert again[name] == pytest.approx(value, abs=1e-6), name
 
 
-@pytest.mark.parametrize("types", [("view",), ("view", "cart", "buy")])
-def test_side_features_start_small_next_to_the_item_inputs(types):
-    """Event-type and category vectors start at 1/sqrt(D) of an item input (std D^-0.5 against the
-    items' sqrt(D)-scaled unit variance); one event type gets no table (it would add a constant)."""
-    dim = 64
+def _side_feature_model(types: tuple[str, ...], dim: int, init_std: float | None) -> SequenceRecommender:
     spec = DataSpec(
         num_items=500, num_users=2, max_len=4, scales=ScaleSet(), event_types=types,
         categories=tuple(f"c{i}" for i in range(300)),
     )
-    model = SequenceRecommender(
-        spec=spec, dim=dim, encoder=lambda: RNNEncoder(dim), fusion=GateFusion, item=IdEmbedding,
-        use_categories=True,
+    return SequenceRecommender(
+        spec=spec, dim=dim, encoder=lambda: RNNEncoder(dim), fusion=GateFusion,
+        item=lambda spec, dim: IdEmbedding(spec, dim, init_std=init_std), use_categories=True, init_std=init_std,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("types", [("view",), ("view", "cart", "buy")])
+def test_side_features_start_small_next_to_the_item_inputs(types):
+    """Event-type and category vectors start at 1/sqrt(D) of an item input (std D^-0.5 against the
+    items' sqrt(D)-scaled unit variance); one event type gets no table (it would add a constant).
+    (The initialisation before 2026-12-06, ``model.init_std=null``; the default: the test below.)"""
+    dim = 64
+    model = _side_feature_model(types, dim, init_std=None)
     assert (model.type_embedding is None) == (len(types) == 1)
     tables = [model.category_embedding] + ([model.type_embedding] if model.type_embedding is not None else [])
     for table in tables:
@@ -266,6 +271,22 @@ def test_side_features_start_small_next_to_the_item_inputs(types):
     assert 0.9 < float(item_inputs.std()) < 1.1
     categories = model.category_embedding.weight[1:]
     assert 0.8 * dim**-0.5 < float(categories.std()) < 1.2 * dim**-0.5
+
+
+@pytest.mark.parametrize("types", [("view",), ("view", "cart", "buy")])
+def test_side_features_keep_their_share_of_the_item_inputs_at_the_default_init(types):
+    """With ``model.init_std=0.02`` (the default) every table starts at std 0.02: an item input at
+    0.02 sqrt(D), a side feature 1/sqrt(D) of it, as with the unit-norm scheme above."""
+    dim, std = 64, 0.02
+    model = _side_feature_model(types, dim, init_std=std)
+    assert (model.type_embedding is None) == (len(types) == 1)
+    items = torch.arange(1, 501).unsqueeze(0)
+    batch = {"items": items, "event_types": torch.ones_like(items), "categories": torch.zeros_like(items)}
+    item_inputs = model.embed(batch, model.items())
+    assert 0.9 * std * dim**0.5 < float(item_inputs.std()) < 1.1 * std * dim**0.5
+    for table in [model.category_embedding] + ([model.type_embedding] if model.type_embedding is not None else []):
+        assert torch.all(table.weight[0] == 0)
+        assert 0.8 * std < float(table.weight[1:].std()) < 1.2 * std
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
