@@ -179,7 +179,7 @@ def common_overrides(preset: Preset, args: argparse.Namespace, run_dir: Path) ->
         f"data.batch_size={preset.batch_size}",
         f"data.eval_batch_size={preset.eval_batch_size}",
         f"model.dim={preset.dim}",
-        "model.dropout=0.2",
+        f"model.dropout={preset.dropout}",
         "optimizer.lr=0.001",
     ]
     if preset.data_path is not None:
@@ -189,6 +189,8 @@ def common_overrides(preset: Preset, args: argparse.Namespace, run_dir: Path) ->
         over.append(f"data.path={path}")
     over += [f"data.reader.{k}={v}" for k, v in preset.reader.items()]
     over += [f"data.preparation.{k}={v}" for k, v in preset.preparation.items()]
+    if preset.filter_seen is not None:
+        over.append(f"metrics.filter_seen={str(preset.filter_seen).lower()}")
     return over
 
 
@@ -251,7 +253,7 @@ def build_reference(preset: Preset, args: argparse.Namespace, dm: Any, cfg: Dict
     """The reference SASRec at the preset's sizes, with its own metrics (the product's class)."""
     spec = dm.spec()
     torch.manual_seed(args.seed)
-    model = ReferenceSASRec(spec.num_items, preset.max_len, preset.dim, preset.layers, 1, 0.2).to(device)
+    model = ReferenceSASRec(spec.num_items, preset.max_len, preset.dim, preset.layers, 1, preset.dropout).to(device)
     return Contender(
         "reference", "reference", "none", model, torch.optim.Adam(model.parameters(), lr=1e-3),
         FlopModel("transformer", preset.dim, preset.layers, preset.dim, spec.num_items, "all_positions"),

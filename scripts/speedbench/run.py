@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--contenders", default=",".join(ALL_CONTENDERS), help=f"comma-separated, of {', '.join(ALL_CONTENDERS)}"
     )
-    p.add_argument("--levels", default="0.05,0.10", help="NDCG@10 levels for time to quality")
+    p.add_argument("--levels", default=None, help="NDCG@10 levels for time to quality (default: the preset's)")
     p.add_argument("--out", default=None, help="JSON path (default runs/bench_speed/<preset>.json)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -256,7 +256,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict:
     epochs = args.epochs if args.epochs is not None else preset.epochs
     max_steps = args.max_steps if args.max_steps is not None else preset.max_steps
     eval_batches = args.eval_batches if args.eval_batches is not None else preset.eval_batches
-    levels = [float(x) for x in args.levels.split(",") if x.strip()]
+    levels = list(preset.levels) if args.levels is None else [float(x) for x in args.levels.split(",") if x.strip()]
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
     for name in names:
         parse_contender(name)
