@@ -2,19 +2,22 @@
 against a plain reference SASRec, in one process, at identical sizes, on identical batches.
 
     python scripts/bench_speed.py --preset tiny                       # seconds (the test suite's)
-    python scripts/bench_speed.py --preset ml1m --epochs 10           # ~1M events, 3,500 items
+    python scripts/bench_speed.py --preset ml1m --contenders reference,transformer --epochs 40
+                                         # MovieLens-1M's files (users 1-1,500 in ../shared/data)
+    python scripts/bench_speed.py --preset ml1m_synthetic --epochs 10 # ~1M synthetic events, 3,500 items
     python scripts/bench_speed.py --preset shop100k --device cuda     # 100k items (sampled softmax)
     python scripts/bench_speed.py --preset shop1m --device cuda --epochs 2 --eval-batches 40
-    python scripts/bench_speed.py --preset ml1m --contenders reference,transformer --levels 0.05,0.1
+    python scripts/bench_speed.py --preset ml1m --contenders reference,transformer --levels 0.1,0.15
     python scripts/bench_speed.py --preset ml100k --contenders reference,transformer --epochs 40
 
 Contenders (``--contenders``, comma-separated; default all seven):
 
-- ``reference``: SASRec written straightforwardly in PyTorch in this file (:class:`ReferenceSASRec`):
-  learned absolute positions, ``--layers`` post-LN ``nn.TransformerEncoderLayer`` blocks (one
-  head, feed-forward width = dim, ReLU), a causal mask with padded keys masked, full cross-entropy
-  over the whole catalogue computed at every one of the B x L positions (padded targets ignored),
-  the item embedding shared with the output layer, Adam with lr 1e-3;
+- ``reference``: the SASRec+ code (Klenitskiy & Vasilev 2023; :mod:`.reference`): N(0, 0.02)
+  initialisation, item vectors times sqrt(D) plus learned absolute positions, ``--layers`` SASRec
+  blocks (a LayerNorm'd query attending to the sequence, a residual feed-forward of width dim,
+  ReLU), a final LayerNorm, padded keys masked, full cross-entropy over the whole catalogue
+  computed at every one of the B x L positions (padded targets ignored), the item embedding shared
+  with the output layer, Adam with lr 1e-3;
 - ``transformer``, ``gru``, ``lstm``: the product (``model/encoder=...``, ``scales=none``), built
   from ``conf/`` with :func:`recsys_cli.compose.compose_train` and
   :func:`recsys_cli.builders.build_module`, sized like the reference (``model.dim``, 2 encoder
@@ -77,15 +80,18 @@ N items, M supervised positions of the batch, F = ffn_mult * D, K sampled negati
   cross-entropy over catalogues above its item chunk) is not counted, as in MFU conventions;
 - evaluation batch = B L x (encoder + scales per position) + 2 B D N (scoring the newest position).
 
-Presets (``--preset``): ``ml1m`` (synthetic log sized like MovieLens-1M: 6,000 users, 3,500
-items, ~1M events; max_len 200), ``shop100k`` and ``shop1m`` (shop-like logs, ~17 events per user,
+Presets (``--preset``, :mod:`.presets`): ``ml1m`` (MovieLens-1M's own files, ``--data-path``,
+default ``../shared/data/ml-1m-users1-1500``; SASRec's sizes: max_len 200, dropout 0.1, seen items
+filtered; time to validation NDCG@10 0.05 / 0.10 / 0.15), ``ml1m_synthetic`` (a synthetic log
+sized like MovieLens-1M: 6,000 users, 3,500 items, ~1M events; max_len 200: for scale, its learning
+curve is not the real data's), ``shop100k`` and ``shop1m`` (shop-like logs, ~17 events per user,
 100k / 1M items, max_len 50; the product trains with ``objective/next_item=sampled_softmax``
 there, the reference with full cross-entropy where its [B x L, N] logits fit in memory, else it is
 skipped with the reason printed), ``tiny`` (a few hundred users and items, one epoch of two
 steps: the test suite's), ``ml100k`` (MovieLens-100k's RecBole files, ``--data-path``, default
 ``../shared/data/ml-100k``; max_len 200). All use dim 64 (tiny: 16), 2 layers, batch 128 (tiny:
-32). The synthetic presets' data come from the product's synthetic reader; the real counts after
-preparation are reported.
+32), dropout 0.2 unless said. The synthetic presets' data come from the product's synthetic
+reader; the real counts after preparation are reported.
 Prepared data are cached in ``--cache-dir`` (default: a folder in the system's temp directory),
 so a re-run does not regenerate them.
 
