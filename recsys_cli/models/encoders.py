@@ -49,6 +49,11 @@ def length_split(lengths: np.ndarray, groups: int) -> list[int]:
     return group_ends[::-1]
 
 
+# not traced by torch.compile (trainer.compile=true): the split is host-side numpy work on the
+# batch's lengths; traced, the group widths become symbolic slices, and torch 2.13 on CPU fails on
+# them (attention dropout: "InductorError: Exponent must be non-negative"; from_numpy under
+# inference_mode: a guard error). ``encode`` itself, called from here, is still compiled.
+@torch.compiler.disable(recursive=False)
 def in_length_groups(
     encode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
