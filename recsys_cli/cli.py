@@ -14,12 +14,14 @@ import logging
 import math
 import sys
 import traceback
+from pathlib import Path
 from typing import NoReturn
 
 from omegaconf import DictConfig
 
 from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.errors import RecsysError
+from recsys_cli.run_folders import forget_claimed_dirs, register_resolver
 
 USAGE = """usage: recsys <command> [overrides...]
 
@@ -120,6 +122,31 @@ def check_train_args(argv: list[str]) -> None:
         validate_config(cfg)
         if cfg.ckpt_path is not None:
             check_resume(cfg)
+    check_output_folder(args.overrides, args.multirun, cfg)
+
+
+def check_output_folder(overrides: list[str], multirun: bool, cfg: DictConfig) -> None:
+    """A run folder (or sweep folder) given by hand must not hold another run, checked before
+    Hydra writes its own files there (``.hydra/``, the log); the run's claim, taken when it
+    starts, settles two runs started at once (:mod:`recsys_cli.run_folders`). Other ranks of a
+    DDP run share the first one's folder, so they skip the check."""
+    from recsys_cli.compose import parse_overrides
+    from recsys_cli.run_folders import check_run_folder, launched_rank, run_contents
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [o.value() for o in parse_overrides(overrides) if o.key_or_group == key and not o.is_sweep_override()]
+    if not given or launched_rank() > 0 or "${" in str(given[-1]):
+        return  # a new folder of recsys's own, or one known only once Hydra resolves it
+    folder = Path(str(given[-1]))
+    if not multirun:
+        check_run_folder(folder, bool(cfg.overwrite), cfg.ckpt_path)
+        return
+    taken = [job.name for job in sorted(folder.glob("[0-9]*")) if job.is_dir() and run_contents(job)]
+    if taken and not cfg.overwrite:
+        raise RecsysError(
+            f"hydra.sweep.dir={folder} already holds a sweep (jobs {', '.join(taken[:5])}); choose another "
+            "folder, leave hydra.sweep.dir to recsys (every sweep gets a new one), or replace it with overwrite=true"
+        )
 
 
 def _check_sweep_outcome() -> None:
@@ -143,6 +170,8 @@ def _hydra_app(task, config_name: str, argv: list[str], prog: str) -> None:
     """
     import hydra
 
+    register_resolver()  # ${unique_dir:...} in conf/hydra/default.yaml
+    forget_claimed_dirs()
     real_argv = sys.argv
 
     @functools.wraps(task)

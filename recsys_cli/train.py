@@ -28,6 +28,7 @@ from recsys_cli.checkpoints import initialise_from, make_run_info
 from recsys_cli.checks import check_against_data, check_resume, validate_config
 from recsys_cli.io import write_text_atomic
 from recsys_cli.reporting import model_notes, objective, save_vocab, write_run_report
+from recsys_cli.run_folders import claim_run_folder, launched_rank, release_claim
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +37,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one configuration; writes the run directory; returns the report.
 
     The run directory gets ``config.yaml`` (resolved), ``vocab/``, ``checkpoints/best.ckpt`` and
-    ``last.ckpt``, ``metrics.json`` and the loggers' files.
+    ``last.ckpt``, ``metrics.json`` and the loggers' files. The first process of a run claims the
+    folder (refused if it holds another run, see :mod:`recsys_cli.run_folders`); the other ranks
+    of a DDP run join it.
     """
     validate_config(cfg)
     first_epoch = check_resume(cfg) if cfg.ckpt_path is not None else 0
     run_dir = Path(cfg.paths.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    first_process = launched_rank() == 0
+    if first_process:
+        claim_run_folder(run_dir, cfg.overwrite, cfg.ckpt_path)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
 
-    dm = build_datamodule(cfg)
-    data = dm.load()
-    check_against_data(cfg, dm.spec(), dm.name)
+    try:
+        dm = build_datamodule(cfg)
+        data = dm.load()
+        check_against_data(cfg, dm.spec(), dm.name)
+    except BaseException:
+        if first_process:
+            release_claim(run_dir)  # nothing of this run was written: the folder is free again
+        raise
     summary = dm.summary()
     log.info("Data: %s", summary)
     run_info = make_run_info(cfg, data.item_vocab, data.fingerprint)
