@@ -25,7 +25,7 @@ from recsys_cli.data.prepare_stats import repeat_share
 from recsys_cli.data.prepared_data import PreparedData
 from recsys_cli.errors import ConfigError, RecsysError
 from recsys_cli.training.behaviour import BehaviourBaselines, BehaviourMetrics
-from recsys_cli.training.callbacks import AtomicCheckpointIO, RandomState
+from recsys_cli.training.callbacks import AtomicCheckpointIO, DivergenceGuard, RandomState
 from recsys_cli.training.module import RecommenderModule
 from recsys_cli.training.objective import Objective
 
@@ -161,11 +161,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, with_callbacks: bool = True) -
     """The Lightning trainer of ``cfg.trainer`` with the configured callbacks and loggers.
 
     Not choices of the config, so added here: checkpoints are written atomically and read
-    weights-only (:class:`AtomicCheckpointIO`), and every checkpoint carries the random generators'
-    state that makes a resumed run repeat the uninterrupted one (:class:`RandomState`).
+    weights-only (:class:`AtomicCheckpointIO`), every checkpoint carries the random generators'
+    state that makes a resumed run repeat the uninterrupted one (:class:`RandomState`), and a
+    run whose loss, gradients or weights stop being finite stops (:class:`DivergenceGuard`).
     """
     callbacks = [build(c, f"callbacks.{name}") for name, c in cfg.callbacks.items()] if with_callbacks else []
-    callbacks += [RandomState()] if with_callbacks else []
+    callbacks += [RandomState(), DivergenceGuard()] if with_callbacks else []
     loggers = [build(c, f"logger.{name}") for name, c in cfg.logger.items()]
     return build(
         trainer_settings(cfg),

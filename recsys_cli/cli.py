@@ -71,6 +71,7 @@ def train_task(cfg: DictConfig) -> float:
 
     from recsys_cli.io import write_json_atomic
     from recsys_cli.train import train
+    from recsys_cli.training.callbacks import Diverged
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
@@ -84,10 +85,11 @@ def train_task(cfg: DictConfig) -> float:
             log.error("Job failed: %s", err)
         else:
             log.error("Job failed: %s\n%s", err, traceback.format_exc())
-        write_json_atomic(
-            f"{HydraConfig.get().runtime.output_dir}/metrics.json",
-            {"status": "failed", "error": f"{type(err).__name__}: {err}"},
-        )
+        if not isinstance(err, Diverged):  # a diverged run wrote its own report (status diverged)
+            write_json_atomic(
+                f"{HydraConfig.get().runtime.output_dir}/metrics.json",
+                {"status": "failed", "error": f"{type(err).__name__}: {err}"},
+            )
         return math.nan
 
 

@@ -26,9 +26,10 @@ from recsys_cli.builders import (
 )
 from recsys_cli.checkpoints import initialise_from, make_run_info
 from recsys_cli.checks import check_against_data, check_resume, validate_config
-from recsys_cli.io import write_text_atomic
+from recsys_cli.io import write_json_atomic, write_text_atomic
 from recsys_cli.reporting import model_notes, objective, save_vocab, write_run_report
 from recsys_cli.run_folders import claim_run_folder, launched_rank, release_claim
+from recsys_cli.training.callbacks import Diverged
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     The run directory gets ``config.yaml`` (resolved), ``vocab/``, ``checkpoints/best.ckpt`` and
     ``last.ckpt``, ``metrics.json`` and the loggers' files. The first process of a run claims the
     folder (refused if it holds another run, see :mod:`recsys_cli.run_folders`); the other ranks
-    of a DDP run join it.
+    of a DDP run join it. A run that diverges writes ``metrics.json`` with status ``diverged``
+    and raises :class:`Diverged` (one line: where, and what to try).
     """
     validate_config(cfg)
     first_epoch = check_resume(cfg) if cfg.ckpt_path is not None else 0
@@ -95,6 +97,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer.save_checkpoint(best)
         train_seconds = time.perf_counter() - started
         status = "success"
+    except Diverged as err:
+        diverged = Diverged(divergence_message(cfg, run_dir, err), err.where)
+        if trainer is None or trainer.is_global_zero:
+            write_diverged_report(run_dir, diverged)
+        raise diverged from None
     finally:
         close_loggers(trainer, status)
 
@@ -118,3 +125,37 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         write_run_report(run_dir, report)
     return report
+
+
+def divergence_message(cfg: DictConfig, run_dir: Path, err: Diverged) -> str:
+    """The one line of a diverged run: where (from ``err``), what it kept, what to try."""
+    kept = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+    if kept:
+        saved = (
+            f"checkpoints/{' and '.join(kept)} (written before it) keep finite weights; "
+            f"init_from={run_dir / 'checkpoints' / kept[-1]} starts a new run from them"
+        )
+    else:
+        saved = "no checkpoint was written before it"
+    lr = OmegaConf.select(cfg, "optimizer.lr")
+    clip = OmegaConf.select(cfg, "trainer.gradient_clip_val")
+    clipping = f"a smaller trainer.gradient_clip_val (now {clip})" if clip else "trainer.gradient_clip_val=1.0"
+    return f"{err}; {saved}; try a lower optimizer.lr (now {lr}, e.g. a tenth) or {clipping}"
+
+
+def write_diverged_report(run_dir: Path, err: Diverged) -> None:
+    """``metrics.json`` of a run that diverged: status ``diverged``, where, and the checkpoints
+    it kept (written before the divergence, with finite weights)."""
+    kept = sorted(str(p) for p in (run_dir / "checkpoints").glob("*.ckpt"))
+    write_json_atomic(
+        run_dir / "metrics.json",
+        {
+            "status": "diverged",
+            "error": str(err),
+            "diverged_at": err.where,
+            "checkpoints_kept": kept,
+            "val": {},
+            "test": {},
+            "version": __version__,
+        },
+    )
