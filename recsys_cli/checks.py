@@ -24,6 +24,7 @@ from recsys_cli.contract.data_spec import DataSpec
 from recsys_cli.contract.params import declared_hints, problem
 from recsys_cli.contract.scales import ScaleSet
 from recsys_cli.errors import ConfigError
+from recsys_cli.models.text_encoder import check_item_text
 from recsys_cli.training.buckets import BUCKET_METRICS, FREQUENCY_BUCKETS
 from recsys_cli.training.metrics import METRIC_NAMES
 
@@ -156,6 +157,47 @@ def _check_optimizer(node: DictConfig) -> None:
     raise ConfigError(f"optimizer ({settings['_target_']}): {reason}; check the keys under optimizer")
 
 
+# config values that become one file or folder name inside a folder (key pattern, what it names)
+PATH_NAMES = (
+    ("data.name", "the prepared cache's folder <paths.cache_dir>/<name>-<fingerprint>"),
+    ("logger.*.name", "a logger's folder inside the run folder"),
+    ("logger.*.version", "a logger's folder inside the run folder"),
+    ("logger.*.sub_dir", "a logger's folder inside the run folder"),
+    ("callbacks.*.filename", "a checkpoint file inside <run>/checkpoints"),
+)
+
+
+def path_name_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be one file or folder name confined to its folder (None: it can)."""
+    if not isinstance(value, str):
+        return None  # a number (a logger version) or null (the component's default)
+    if any(sep in value for sep in ("/", "\\", "\0")):
+        return "it contains a path separator (it would name a folder outside its own)"
+    if value in (".", ".."):
+        return f"'{value}' names a folder, not a name in it"
+    return None
+
+
+def check_path_names(cfg: DictConfig) -> None:
+    """Every config value that becomes a file or folder name (``PATH_NAMES``) is one plain name:
+    no ``/``, ``\\``, ``.`` or ``..``, so nothing is written outside the folder it belongs in."""
+    for pattern, names in PATH_NAMES:
+        section, _, rest = pattern.partition(".*.")
+        parents = [(f"{section}.{child}", node) for child, node in (OmegaConf.select(cfg, section) or {}).items()] if rest else []
+        found = [(f"{key}.{rest}", node.get(rest)) for key, node in parents if isinstance(node, DictConfig) and rest in node]
+        if not rest:
+            found = [(pattern, OmegaConf.select(cfg, pattern, default=None))]
+        for key, value in found:
+            problem = path_name_problem(value)
+            if problem:
+                raise ConfigError(f"{key}={value!r} names {names}: {problem}; use a plain name such as 'ml-1m'")
+
+
+def uses_item_text(cfg: DictConfig) -> bool:
+    """Whether the model reads the items' text (a node under ``model`` refers to ``item_text``)."""
+    return "${item_text}" in OmegaConf.to_yaml(cfg.model)
+
+
 def _trains(cfg: DictConfig) -> bool:
     """Whether the model of ``cfg`` is trained by gradient steps (count baselines are not)."""
     try:
@@ -174,7 +216,13 @@ def validate_config(cfg: DictConfig) -> None:
             hint = f"; choose one of its options ({options})" if options else ""
             raise ConfigError(f"the config has no '{section}' section (removed with ~{section}?){hint}")
     _int_at_least(OmegaConf.select(cfg, "seed"), "seed", 0)
+    check_path_names(cfg)
     check_components(cfg)
+    if uses_item_text(cfg) and "item_text" in cfg:
+        check_item_text(OmegaConf.to_container(cfg.item_text, resolve=True))
+    overwrite = OmegaConf.select(cfg, "overwrite")
+    if not isinstance(overwrite, bool):
+        raise ConfigError(f"overwrite={overwrite!r}: use true (replace the run in hydra.run.dir) or false")
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     _int_at_least(epochs, "trainer.max_epochs", -1, allow_none=True)
     if epochs == 0 and _trains(cfg):
@@ -220,20 +268,53 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(f"init_from={init_from}: no such checkpoint file; give another run's checkpoints/best.ckpt")
 
 
-def check_against_data(cfg: DictConfig, spec: DataSpec, dataset: str) -> None:
-    """Config checks that need the prepared data (still before any training)."""
+def check_against_data(cfg: DictConfig, spec: DataSpec, dataset: str, longest_targets: int | None = None) -> None:
+    """Config checks that need the prepared data (still before any training). ``longest_targets``:
+    the most training targets of one user (training events - 1)."""
+    _check_bag_length(cfg, longest_targets)
     too_big = [k for k in cfg.metrics.ks if k > spec.num_items]
     if too_big:
         raise ConfigError(
             f"metrics.ks: K={too_big[0]} is larger than the catalogue ({spec.num_items} items); "
             f"use K <= {spec.num_items}"
         )
+    for term, node in cfg.objective.items():
+        negatives = node.get("num_negatives") if isinstance(node, DictConfig) else None
+        if isinstance(negatives, int) and node.get("weight", 1.0) != 0 and negatives >= spec.num_items:
+            # refused, not clamped: sampling as many negatives as there are items (with repeats)
+            # costs more than the exact softmax over every item, and still misses some of them
+            raise ConfigError(
+                f"objective.{term}.num_negatives={negatives}: the catalogue has only {spec.num_items} items, so "
+                f"sampling is slower than the exact softmax and less exact; use objective/{term}=full_ce "
+                f"(every item) or num_negatives < {spec.num_items}"
+            )
     timed = [s.name for s in spec.scales.windows if s.seconds is not None]
     if timed and not spec.has_time:
         raise ConfigError(
             f"scales: {timed} use durations but dataset '{dataset}' has no timestamps; "
             "use count windows ({last: N}) or null, e.g. scales=last_5_20_all"
         )
+
+
+def _check_bag_length(cfg: DictConfig, longest_targets: int | None) -> None:
+    """Mult-VAE encodes a user's whole history as one bag (the paper, and its evaluation here,
+    which folds in every earlier event); a training case holds ``data.max_len`` targets, so a
+    shorter ``max_len`` cuts a user into several partial bags (ceil(targets / max_len) cases,
+    also that many times slower). The minimum is the longest user's training targets."""
+    from recsys_cli.models.multvae import MultVAE
+
+    try:
+        bag_model = issubclass(get_object(str(cfg.model._target_)), MultVAE)
+    except Exception:  # noqa: BLE001 - an unknown target: building it reports that
+        return
+    max_len = OmegaConf.select(cfg, "data.max_len")
+    if not bag_model or longest_targets is None or not isinstance(max_len, int) or max_len >= longest_targets:
+        return
+    raise ConfigError(
+        f"data.max_len={max_len}: model=multvae reads a user's whole history as one bag, but with this "
+        f"max_len a training case holds {max_len} of the up to {longest_targets} training targets of a user "
+        f"(its history is cut into partial bags); use data.max_len={longest_targets} or more (with scales=none)"
+    )
 
 
 def _flat(cfg: DictConfig, key: str) -> dict[str, Any]:

@@ -56,7 +56,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         dm = build_datamodule(cfg)
         data = dm.load()
-        check_against_data(cfg, dm.spec(), dm.name)
+        longest = int((dm.train_end - dm.train_data.offsets[:-1]).max(initial=1)) - 1  # targets of a user
+        check_against_data(cfg, dm.spec(), dm.name, longest)
     except BaseException:
         if first_process:
             release_claim(run_dir)  # nothing of this run was written: the folder is free again

@@ -27,7 +27,7 @@ from recsys_cli.data.prepared_cache import (
     save_prepared,
 )
 from recsys_cli.data.prepared_data import PreparationConfig, PreparedData
-from recsys_cli.errors import DataError
+from recsys_cli.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -388,6 +388,11 @@ def prepare(
     """
     key = fingerprint(reader, config)
     folder = Path(cache_dir) / f"{name}-{key}" if cache_dir else None
+    if folder is not None and folder.resolve().parent != Path(cache_dir).resolve():
+        raise ConfigError(
+            f"data.name={name!r}: the prepared cache would go to {folder}, outside paths.cache_dir; "
+            "use a plain name (no '/', '\\' or '..'), such as 'ml-1m'"
+        )
     remove_dead_tmp(cache_dir)  # what killed preparations left
     if folder is not None and (folder / "meta.json").exists():
         try:

@@ -23,6 +23,7 @@ change of any of them encodes again. The cache file is written atomically.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import json
@@ -113,7 +114,8 @@ def load_language_model(folder: Path, key: str = "item_text.model") -> tuple[Any
 
 
 def template_fields(template: str, key: str = "item_text.template") -> list[str]:
-    """The field names ``template`` uses; ConfigError for a field no reader provides."""
+    """The field names ``template`` uses; ConfigError for a field no reader provides, or a
+    template that cannot be filled (bad braces, a conversion or format spec ``format`` refuses)."""
     try:
         names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as err:
@@ -125,7 +127,87 @@ def template_fields(template: str, key: str = "item_text.template") -> list[str]
             + (f"unknown fields {unknown}" if unknown else "no fields")
             + f"; item text fields are {', '.join(TEXT_FIELDS)}"
         )
+    try:
+        template.format(**dict.fromkeys(TEXT_FIELDS, ""))  # what render does, with empty values
+    except (ValueError, IndexError, KeyError, AttributeError) as err:
+        raise ConfigError(f"{key}={template!r}: {err}; write fields as {{title}}, {{year}}...") from None
     return names
+
+
+# the keys of item_text.finetune.lora (read by models.text_items when it adds the adapters) and
+# the values each takes
+LORA_KEYS = {
+    "r": "a positive integer (the adapters' rank)",
+    "alpha": "a positive number (the scale alpha / r)",
+    "dropout": "a fraction in [0, 1)",
+    "target_modules": "a list of module names, e.g. [query, value]",
+}
+
+
+def check_lora(lora: Any, key: str = "item_text.finetune.lora") -> None:
+    """ConfigError (one line) for a LoRA setting with an unknown key or a value out of range."""
+    if lora is None:
+        return
+    if not isinstance(lora, Mapping):
+        raise ConfigError(f"{key}={lora!r}: use null or a mapping such as {{r: 8, alpha: 16, dropout: 0.1}}")
+    for name, value in lora.items():
+        if name not in LORA_KEYS:
+            hint = difflib.get_close_matches(str(name), list(LORA_KEYS), n=1)
+            did_you_mean = f" (did you mean {hint[0]}?)" if hint else ""
+            raise ConfigError(f"{key}.{name}: unknown key{did_you_mean}; valid keys: {', '.join(LORA_KEYS)}")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = {
+            "r": isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            "alpha": number and value > 0,
+            "dropout": number and 0 <= value < 1,
+            "target_modules": isinstance(value, Sequence) and not isinstance(value, str)
+            and len(value) > 0 and all(isinstance(v, str) for v in value),
+        }[name]  # fmt: skip
+        if not ok:
+            raise ConfigError(f"{key}.{name}={value!r}: use {LORA_KEYS[name]}")
+
+
+def readable_positions(folder: Path) -> int | None:
+    """How many tokens the language model in ``folder`` can read at once: its position table
+    (``max_position_embeddings``, less RoBERTa's padding offset), capped by the tokenizer's
+    ``model_max_length``; None when neither file says (e.g. relative positions)."""
+    limits = []
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    positions = config.get("max_position_embeddings") or config.get("n_positions")
+    if isinstance(positions, int) and positions > 0:
+        # RoBERTa-style models number positions from padding_idx + 1: two rows are never read
+        offset = int(config.get("pad_token_id") or 0) + 1 if "roberta" in str(config.get("model_type", "")) else 0
+        limits.append(positions - offset)
+    try:
+        tokenizer = json.loads((folder / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        tokenizer = {}
+    most = tokenizer.get("model_max_length")
+    if isinstance(most, int) and 0 < most < 1_000_000:  # tokenizers without a limit say 1e30
+        limits.append(most)
+    return min(limits) if limits else None
+
+
+def check_item_text(node: Mapping, key: str = "item_text") -> None:
+    """What can be checked of the ``item_text`` settings before any data is read: the template,
+    the LoRA keys and ``max_length`` against the language model's positions (its config files
+    only are read, the weights are not loaded)."""
+    template_fields(str(node.get("template")), f"{key}.template")
+    finetune = node.get("finetune") or {}
+    check_lora(finetune.get("lora"), f"{key}.finetune.lora")
+    max_length = node.get("max_length")
+    if not isinstance(max_length, int) or isinstance(max_length, bool):
+        return  # the component's declared type reports it (contract.params)
+    folder = resolve_model_folder(str(node.get("model")), f"{key}.model")
+    limit = readable_positions(folder)
+    if limit is not None and max_length > limit:
+        raise ConfigError(
+            f"{key}.max_length={max_length}: the language model ({node.get('model')}) reads at most {limit} "
+            f"tokens (its position table); use {key}.max_length <= {limit}"
+        )
 
 
 _EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]|\{\s*\}")
@@ -204,6 +286,7 @@ class ItemTextEncoder:
         if int(max_length) < 2:
             raise ConfigError(f"item_text.max_length={max_length}: use at least 2 tokens")
         template_fields(template)
+        check_lora((finetune or {}).get("lora"))
         self.model, self.template, self.pooling = str(model), str(template), pooling
         self.max_length, self.batch_size = int(max_length), int(batch_size)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
