@@ -25,6 +25,7 @@ from recsys_cli.contract.params import declared_hints, problem
 from recsys_cli.contract.scales import ScaleSet
 from recsys_cli.errors import ConfigError
 from recsys_cli.models.text_encoder import check_item_text
+from recsys_cli.run_folders import run_folder_of
 from recsys_cli.training.buckets import BUCKET_METRICS, FREQUENCY_BUCKETS
 from recsys_cli.training.metrics import METRIC_NAMES
 
@@ -333,13 +334,17 @@ def check_resume(cfg: DictConfig) -> int:
     returns the number of epochs the checkpoint has finished."""
     ckpt = load_run_checkpoint(cfg.ckpt_path, key="ckpt_path", resume=True)
     stored = OmegaConf.create(ckpt["recsys"]["config"])
-    run_config = Path(cfg.ckpt_path).resolve().parent.parent / "config.yaml"
+    run = run_folder_of(cfg.ckpt_path)
+    run_config = run / "config.yaml" if run is not None else None
+    # point at the run's config.yaml only where there is one (a checkpoint copied out of its run
+    # folder has none beside it)
+    where = f"; the run's whole config: {run_config}" if run_config is not None and run_config.is_file() else ""
     for key in RESUME_MUST_MATCH:
         old, new = _flat(stored, key), _flat(cfg, key)
         for name in sorted(set(old) | set(new)):
             if old.get(name) != new.get(name):
                 raise ConfigError(
                     f"ckpt_path={cfg.ckpt_path}: the checkpoint's run had {name}={old.get(name)!r} but this "
-                    f"config has {new.get(name)!r}; resume with the run's overrides (see {run_config})"
+                    f"config has {new.get(name)!r}; resume with the run's value ({name}={old.get(name)!r}){where}"
                 )
     return int(ckpt.get("epoch", -1)) + 1

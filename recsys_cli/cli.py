@@ -38,9 +38,10 @@ examples:
 
 `recsys train --help` lists the config groups and their options; configs live in {conf}."""
 
-EVALUATE_USAGE = """usage: recsys evaluate ckpt=PATH [stage=val|test] [ablate_scales=true] [overrides of the run's config]
+EVALUATE_USAGE = """usage: recsys evaluate ckpt=PATH [stage=val|test] [ablate_scales=true] [output_dir=PATH] [overrides of the run's config]
 
-Rebuilds the run's config, vocabulary and split from the checkpoint alone and prints its metrics.
+Rebuilds the run's config, vocabulary and split from the checkpoint alone and prints its metrics;
+the report goes to <run>/evaluations/ (or output_dir=PATH; hydra.run.dir=PATH means the same).
 Other key=value / group=option arguments change the run's config (printed with the results), e.g.
   recsys evaluate ckpt=runs/<date>/<time>/checkpoints/best.ckpt data/split=temporal
   recsys evaluate ckpt=... data.path=/data/ml-1m-new"""
@@ -215,7 +216,7 @@ def _evaluate(argv: list[str]) -> None:
     from recsys_cli.evaluate import evaluate, evaluate_config
 
     cfg, rest = evaluate_config(argv)
-    evaluate(cfg.ckpt, rest, stage=cfg.stage, ablate_scales=cfg.ablate_scales)
+    evaluate(cfg.ckpt, rest, stage=cfg.stage, ablate_scales=cfg.ablate_scales, output_dir=cfg.output_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,11 +26,14 @@ from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.errors import ConfigError
 from recsys_cli.io import write_json_atomic
 from recsys_cli.reporting import format_table, held_out_line, model_notes
+from recsys_cli.run_folders import run_folder_of
 
 log = logging.getLogger(__name__)
 
 # the keys of conf/evaluate.yaml; every other key=value of the command line overrides the run's config
-EVALUATE_KEYS = ("ckpt", "stage", "ablate_scales")
+EVALUATE_KEYS = ("ckpt", "stage", "ablate_scales", "output_dir")
+# what train's users write for "the folder this command writes to": read as output_dir
+OUTPUT_ALIASES = ("hydra.run.dir",)
 
 
 def evaluate_config(argv: list[str]) -> tuple[DictConfig, list[str]]:
@@ -39,7 +42,9 @@ def evaluate_config(argv: list[str]) -> tuple[DictConfig, list[str]]:
     cfg = OmegaConf.load(CONF_DIR / "evaluate.yaml")
     own, rest = [], []
     for item in argv:
-        key = item.partition("=")[0].lstrip("+")
+        key, sep, value = item.lstrip("+").partition("=")
+        if key in OUTPUT_ALIASES:
+            item, key = f"output_dir{sep}{value}", "output_dir"
         (own if key in EVALUATE_KEYS else rest).append(item.lstrip("+"))
     for item in own:
         key, _, value = item.partition("=")
@@ -51,7 +56,19 @@ def evaluate_config(argv: list[str]) -> tuple[DictConfig, list[str]]:
     if not isinstance(cfg.ablate_scales, bool):
         raise ConfigError(f"ablate_scales={cfg.ablate_scales!r}: use true or false")
     cfg.ckpt = str(cfg.ckpt)
+    if cfg.output_dir is not None:
+        cfg.output_dir = str(cfg.output_dir)
     return cfg, rest
+
+
+def reports_folder(ckpt_path: str, output_dir: str | None) -> Path:
+    """Where a report of ``ckpt_path`` goes: ``output_dir`` when given, else ``evaluations/`` in the
+    checkpoint's run folder (:func:`~recsys_cli.run_folders.run_folder_of`), else ``evaluations/``
+    next to a checkpoint that is in no run folder."""
+    if output_dir is not None:
+        return Path(output_dir)
+    run = run_folder_of(ckpt_path)
+    return (run if run is not None else Path(ckpt_path).resolve().parent) / "evaluations"
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
@@ -86,14 +103,17 @@ def evaluate_device(cfg: DictConfig) -> dict[str, Any]:
     return settings
 
 
-def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_scales: bool = False) -> dict[str, Any]:
+def evaluate(
+    ckpt_path: str, overrides: list[str], stage: str = "test", ablate_scales: bool = False, output_dir: str | None = None
+) -> dict[str, Any]:
     """Evaluate the checkpoint on ``stage`` of its run's split (or of the overridden config);
-    prints a table and writes ``<run>/evaluations/<time>-<stage>.json``; returns the report."""
+    prints a table and writes ``<time>-<stage>.json`` to :func:`reports_folder` (by default
+    ``<run>/evaluations/``); returns the report."""
     ckpt = load_run_checkpoint(ckpt_path)  # a checkpoint of an older format is upgraded
     info = ckpt["recsys"]
     cfg = OmegaConf.create(info["config"])
     applied = apply_overrides(cfg, overrides)
-    run_dir = Path(ckpt_path).resolve().parent.parent
+    reports = reports_folder(ckpt_path, output_dir)
     print(f"Overrides of the run's config: {' '.join(applied)}" if applied else "Overrides of the run's config: none")
 
     dm = build_datamodule(cfg)
@@ -126,7 +146,7 @@ def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_s
         callbacks=[],
         logger=False,
         enable_checkpointing=False,
-        default_root_dir=str(run_dir),
+        default_root_dir=str(reports),
         **evaluate_device(cfg),
     )
     run = trainer.validate if stage == "val" else trainer.test
@@ -164,7 +184,9 @@ def evaluate(ckpt_path: str, overrides: list[str], stage: str = "test", ablate_s
         "data_fingerprint_now": data.fingerprint,
         "data_fingerprint_trained": info.get("data_fingerprint"),
     }
-    write_json_atomic(run_dir / "evaluations" / f"{report_stamp(time.time_ns())}-{stage}.json", report)
+    path = reports / f"{report_stamp(time.time_ns())}-{stage}.json"
+    write_json_atomic(path, report)
+    print(f"Report: {path}")
     return report
 
 

@@ -129,6 +129,12 @@ def load_checkpoint(path: str | Path, key: str = "ckpt", shown: str | Path | Non
         elif path.is_dir():
             hint = "; it is a folder: give a checkpoint file such as <run>/checkpoints/best.ckpt"
         raise ConfigError(f"{key}={name}: no such checkpoint file{hint}")
+    kind = _not_a_checkpoint(path)
+    if kind is not None:
+        raise ConfigError(
+            f"{key}={name}: not a checkpoint ({kind}); give a checkpoints/best.ckpt or last.ckpt from a "
+            "recsys run directory"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle means "not a checkpoint we can read"
@@ -145,3 +151,23 @@ def load_checkpoint(path: str | Path, key: str = "ckpt", shown: str | Path | Non
     if "config" not in ckpt["recsys"]:
         raise ConfigError(f"{key}={name}: the checkpoint's 'recsys' section has no run config; it is damaged")
     return ckpt
+
+
+# the first bytes of what torch.save writes: a zip archive (since torch 1.6), or a pickle (the
+# legacy format; protocol 2 or later starts with 0x80)
+_CHECKPOINT_STARTS = (b"PK\x03\x04", b"\x80")
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """What ``path`` is when its first bytes show it is not a file torch.save wrote (None: it may
+    be one): an empty file, a text file (quoted), or another binary file."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        return "the file is empty"
+    if head.startswith(_CHECKPOINT_STARTS):
+        return None
+    if any(byte < 0x20 and byte not in b"\t\r\n" for byte in head):
+        return f"its first bytes {head[:8]!r} are neither a zip archive nor a pickle, as torch.save writes"
+    first = " ".join(head.decode("utf-8", errors="ignore").split())[:40]
+    return f"a text file, starting {first!r}"

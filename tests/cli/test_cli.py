@@ -375,7 +375,12 @@ def bad_checkpoints(tmp_path) -> dict[str, Path]:
     torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 3}, foreign)
     empty = tmp_path / "empty.ckpt"
     empty.write_bytes(b"")
-    return {"missing": tmp_path / "nope.ckpt", "text": text, "foreign": foreign, "empty": empty, "folder": tmp_path}
+    binary = tmp_path / "image.ckpt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(56))
+    truncated = tmp_path / "truncated.ckpt"  # a zip archive cut short: torch.load's own message
+    truncated.write_bytes(foreign.read_bytes()[:200])
+    return {"missing": tmp_path / "nope.ckpt", "text": text, "foreign": foreign, "empty": empty, "folder": tmp_path,
+            "binary": binary, "truncated": truncated}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -383,8 +388,10 @@ def bad_checkpoints(tmp_path) -> dict[str, Path]:
     [
         ("missing", "no such checkpoint file"),
         ("folder", "no such checkpoint file"),
-        ("text", "not a readable PyTorch checkpoint"),
-        ("empty", "not a readable PyTorch checkpoint"),
+        ("text", "not a checkpoint (a text file, starting 'this is not a checkpoint')"),
+        ("empty", "not a checkpoint (the file is empty)"),
+        ("binary", "not a checkpoint (its first bytes"),
+        ("truncated", "not a readable PyTorch checkpoint"),
         ("foreign", "not a recsys checkpoint"),
     ],
 )
