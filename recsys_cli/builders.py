@@ -25,7 +25,8 @@ from recsys_cli.data.prepare_stats import repeat_share
 from recsys_cli.data.prepared_data import PreparedData
 from recsys_cli.errors import ConfigError, RecsysError
 from recsys_cli.training.behaviour import BehaviourBaselines, BehaviourMetrics
-from recsys_cli.training.callbacks import AtomicCheckpointIO, DivergenceGuard, RandomState
+from recsys_cli.training.callbacks import AtomicCheckpointIO, RandomState
+from recsys_cli.training.divergence import DivergenceGuard
 from recsys_cli.training.module import RecommenderModule
 from recsys_cli.training.objective import Objective
 

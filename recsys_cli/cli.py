@@ -72,7 +72,7 @@ def train_task(cfg: DictConfig) -> float:
 
     from recsys_cli.io import write_json_atomic
     from recsys_cli.train import train
-    from recsys_cli.training.callbacks import Diverged
+    from recsys_cli.training.divergence import Diverged
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:

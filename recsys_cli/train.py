@@ -29,7 +29,7 @@ from recsys_cli.checks import check_against_data, check_resume, validate_config
 from recsys_cli.io import write_json_atomic, write_text_atomic
 from recsys_cli.reporting import model_notes, objective, save_vocab, write_run_report
 from recsys_cli.run_folders import claim_run_folder, launched_rank, release_claim
-from recsys_cli.training.callbacks import Diverged
+from recsys_cli.training.divergence import Diverged
 
 log = logging.getLogger(__name__)
 

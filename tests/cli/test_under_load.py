@@ -15,7 +15,8 @@ import torch
 from conftest import REPO, TINY, assert_one_error_line, run_recsys, tiny_datamodule
 from pytorch_lightning.callbacks import Callback
 
-from recsys_cli.training.callbacks import AtomicCheckpointIO, Diverged, SweepSummary, take_sweep_outcomes
+from recsys_cli.training.callbacks import AtomicCheckpointIO, SweepSummary, take_sweep_outcomes
+from recsys_cli.training.divergence import Diverged
 
 FAST = [a for a in TINY if not a.startswith("trainer.max_epochs")] + ["trainer.max_epochs=1", "scales=none"]
 
