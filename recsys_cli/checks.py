@@ -199,6 +199,15 @@ def uses_item_text(cfg: DictConfig) -> bool:
     return "${item_text}" in OmegaConf.to_yaml(cfg.model)
 
 
+def check_paths_and_text(cfg: DictConfig) -> None:
+    """What ``recsys train`` and ``recsys prepare`` check before reading data, beyond the
+    components' declared ranges: names used in paths, and the item text settings when the model
+    reads text (:func:`~recsys_cli.models.text_encoder.check_item_text`)."""
+    check_path_names(cfg)
+    if uses_item_text(cfg) and "item_text" in cfg:
+        check_item_text(OmegaConf.to_container(cfg.item_text, resolve=True))
+
+
 def _trains(cfg: DictConfig) -> bool:
     """Whether the model of ``cfg`` is trained by gradient steps (count baselines are not)."""
     try:
@@ -217,10 +226,8 @@ def validate_config(cfg: DictConfig) -> None:
             hint = f"; choose one of its options ({options})" if options else ""
             raise ConfigError(f"the config has no '{section}' section (removed with ~{section}?){hint}")
     _int_at_least(OmegaConf.select(cfg, "seed"), "seed", 0)
-    check_path_names(cfg)
+    check_paths_and_text(cfg)
     check_components(cfg)
-    if uses_item_text(cfg) and "item_text" in cfg:
-        check_item_text(OmegaConf.to_container(cfg.item_text, resolve=True))
     overwrite = OmegaConf.select(cfg, "overwrite")
     if not isinstance(overwrite, bool):
         raise ConfigError(f"overwrite={overwrite!r}: use true (replace the run in hydra.run.dir) or false")

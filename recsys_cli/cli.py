@@ -192,20 +192,15 @@ def _hydra_app(task, config_name: str, argv: list[str], prog: str) -> None:
 def _prepare(argv: list[str]) -> None:
     """Prepare and cache the data, then build the model once, so that whatever it prepares from the
     data is cached too (``model/item=text``: the items' text vectors)."""
-    from omegaconf import OmegaConf
-
     from recsys_cli.builders import build_datamodule, build_model
-    from recsys_cli.checks import check_components, check_path_names, uses_item_text
+    from recsys_cli.checks import check_components, check_paths_and_text
     from recsys_cli.compose import check_resolvable, compose_train
     from recsys_cli.data.prepare_stats import format_stats
-    from recsys_cli.models.text_encoder import check_item_text
 
     cfg = compose_train(argv)
     check_resolvable(cfg)
-    check_path_names(cfg)
+    check_paths_and_text(cfg)
     check_components(cfg)
-    if uses_item_text(cfg):
-        check_item_text(OmegaConf.to_container(cfg.item_text, resolve=True))
     dm = build_datamodule(cfg)
     data = dm.load()
     print(format_stats(data.stats))

@@ -43,11 +43,12 @@ def writer_tag() -> str:
     return f"{os.getpid()}-{_process_space()}"
 
 
-def _writer_alive(name: str, age: float) -> bool:
-    match = _TAG.search(name)
-    if match is None or match.group(2) != _process_space():
-        return age < STALE_SECONDS  # another machine's writer, or an untagged name: by age
-    pid = int(match.group(1))
+def writer_alive(pid: int, space: str | None, age: float) -> bool:
+    """Whether the writer ``pid`` of the machine and PID namespace ``space`` (see
+    :func:`writer_tag`) may still be writing: its process exists, when it is this machine's;
+    else (another machine, or no ``space`` known) whether it wrote less than ``STALE_SECONDS`` ago."""
+    if space != _process_space():
+        return age < STALE_SECONDS
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -55,6 +56,13 @@ def _writer_alive(name: str, age: float) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+def _writer_alive(name: str, age: float) -> bool:
+    match = _TAG.search(name)
+    if match is None:
+        return age < STALE_SECONDS  # an untagged name: by age
+    return writer_alive(int(match.group(1)), match.group(2), age)
 
 
 def remove_dead_leftovers(folder: str | Path, pattern: str) -> list[Path]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from recsys_cli.errors import ConfigError
-from recsys_cli.io import STALE_SECONDS
+from recsys_cli.io import STALE_SECONDS, writer_alive, writer_tag
 
 # what a finished or running recsys run leaves in its folder (Hydra's own .hydra/ and train.log
 # are not listed: Hydra writes them before the run starts)
@@ -94,21 +94,13 @@ def _claim_alive(claim: Path) -> bool:
     machine), or it started less than ``STALE_SECONDS`` ago (on another one, or unreadable)."""
     try:
         owner = json.loads(claim.read_text())
-        pid, host, started = int(owner["pid"]), str(owner["host"]), float(owner["started"])
+        pid, space, started = int(owner["pid"]), str(owner["space"]), float(owner["started"])
     except (OSError, ValueError, KeyError, TypeError):
         try:
             return time.time() - claim.stat().st_mtime < STALE_SECONDS
         except OSError:
             return False
-    if host != socket.gethostname():
-        return time.time() - started < STALE_SECONDS
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+    return writer_alive(pid, space, time.time() - started)
 
 
 def run_contents(folder: Path) -> list[str]:
@@ -170,7 +162,8 @@ def claim_run_folder(folder: Path, overwrite: bool, resumes: str | None) -> None
         print(f"overwrite=true: replacing the run in {folder} (removed {', '.join(removed) or 'nothing'})")
     if (folder / CLAIM).exists() and not _claim_alive(folder / CLAIM):
         (folder / CLAIM).unlink(missing_ok=True)  # left by a run that died before writing anything
-    claim = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+    pid, space = writer_tag().split("-")  # this process, and its machine and PID namespace
+    claim = json.dumps({"pid": int(pid), "space": space, "host": socket.gethostname(), "started": time.time()})
     flags = os.O_WRONLY | os.O_CREAT | (0 if overwrite or resuming_here else os.O_EXCL)
     try:
         fd = os.open(folder / CLAIM, flags | os.O_TRUNC, 0o644)

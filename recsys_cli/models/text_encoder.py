@@ -194,14 +194,18 @@ def readable_positions(folder: Path) -> int | None:
 def check_item_text(node: Mapping, key: str = "item_text") -> None:
     """What can be checked of the ``item_text`` settings before any data is read: the template,
     the LoRA keys and ``max_length`` against the language model's positions (its config files
-    only are read, the weights are not loaded)."""
+    only are read, the weights are not loaded; a model not on this machine is reported where the
+    text items are built, as before)."""
     template_fields(str(node.get("template")), f"{key}.template")
     finetune = node.get("finetune") or {}
     check_lora(finetune.get("lora"), f"{key}.finetune.lora")
     max_length = node.get("max_length")
     if not isinstance(max_length, int) or isinstance(max_length, bool):
         return  # the component's declared type reports it (contract.params)
-    folder = resolve_model_folder(str(node.get("model")), f"{key}.model")
+    try:
+        folder = resolve_model_folder(str(node.get("model")), f"{key}.model")
+    except ConfigError:
+        return  # not on this machine: building the text items says so, with what to install
     limit = readable_positions(folder)
     if limit is not None and max_length > limit:
         raise ConfigError(
