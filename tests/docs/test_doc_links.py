@@ -15,7 +15,7 @@ from recsys_cli.compose import config_groups, group_options
 
 # pages written on other branches and linked from here: a link to one of them is accepted while
 # the file is absent (and checked, anchors included, once it exists)
-PAGES_FROM_OTHER_BRANCHES = {REPO / "docs" / "architecture.md", REPO / "docs" / "reliability.md"}
+PAGES_FROM_OTHER_BRANCHES = {REPO / "docs" / "architecture.md"}
 
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
