@@ -24,6 +24,9 @@ from recsys_cli.io import load_checkpoint
 
 CHECKPOINT_FORMAT = 2
 _SEQUENCE_MODEL = "recsys_cli.models.recommender.SequenceRecommender"
+_TRANSFORMER = "recsys_cli.models.encoders.TransformerEncoder"
+# the Transformer block of the runs saved before `norm` and `activation` were config keys
+_TRANSFORMER_BEFORE_KEYS = {"norm": "pre", "activation": "gelu"}
 
 
 def make_run_info(cfg: DictConfig, item_vocab: list, fingerprint: str) -> dict[str, Any]:
@@ -61,6 +64,16 @@ def upgrade_format_1(ckpt: dict[str, Any]) -> dict[str, Any]:
     return ckpt
 
 
+def fill_encoder_keys(config: dict[str, Any]) -> None:
+    """A Transformer encoder saved before ``norm`` and ``activation`` were keys was built with the
+    class defaults of its time, pre-norm GELU blocks: write them in (in place), so that the model
+    rebuilt from the config is the one trained (the defaults are now the config's, post / relu)."""
+    encoder = config.get("model", {}).get("encoder")
+    if isinstance(encoder, dict) and encoder.get("_target_") == _TRANSFORMER:
+        for key, value in _TRANSFORMER_BEFORE_KEYS.items():
+            encoder.setdefault(key, value)
+
+
 def load_run_checkpoint(path: str | Path, key: str = "ckpt", resume: bool = False) -> dict[str, Any]:
     """Read a recsys checkpoint (weights only) in the current format, upgrading older ones.
 
@@ -82,6 +95,7 @@ def load_run_checkpoint(path: str | Path, key: str = "ckpt", resume: bool = Fals
                 "Retrain with this version (same command without ckpt_path)"
             )
         ckpt = upgrade_format_1(ckpt)
+    fill_encoder_keys(ckpt["recsys"]["config"])
     return ckpt
 
 

@@ -141,8 +141,8 @@ class CausalSelfAttentionBlock(nn.Module):
         num_heads: int,
         dropout: float,
         ffn_mult: int = 4,
-        norm: Literal["pre", "post"] = "pre",
-        activation: Literal["gelu", "relu"] = "gelu",
+        norm: Literal["pre", "post"] = "post",
+        activation: Literal["gelu", "relu"] = "relu",
     ):
         super().__init__()
         from recsys_cli.errors import ConfigError
@@ -197,9 +197,10 @@ class CausalSelfAttentionBlock(nn.Module):
 class TransformerEncoder(nn.Module):
     """Causal Transformer with learned positions counted back from the newest event.
 
-    The config's default block is post-norm with ReLU (``conf/model/encoder/transformer.yaml``);
-    the arguments' defaults stay pre-norm with GELU, the block of the runs whose saved config
-    predates these two keys, so that their checkpoints rebuild the model they trained.
+    The defaults are the config's (``conf/model/encoder/transformer.yaml``): post-norm blocks with
+    ReLU, SASRec's. Runs saved before ``norm`` and ``activation`` were keys trained pre-norm GELU
+    blocks; reading their checkpoints fills those two keys in
+    (:func:`recsys_cli.checkpoints.fill_encoder_keys`).
     """
 
     def __init__(
@@ -210,8 +211,8 @@ class TransformerEncoder(nn.Module):
         num_heads: PositiveInt = 2,
         dropout: Fraction = 0.2,
         ffn_mult: PositiveInt = 4,
-        norm: Literal["pre", "post"] = "pre",
-        activation: Literal["gelu", "relu"] = "gelu",
+        norm: Literal["pre", "post"] = "post",
+        activation: Literal["gelu", "relu"] = "relu",
         length_groups: PositiveInt = 1,
         position_init_std: NonNegative | None = 0.02,
     ):

@@ -13,7 +13,7 @@ import torch
 from conftest import REPO, TINY, TINY_BASELINE, run_recsys, tiny_datamodule
 
 from recsys_cli.builders import build_module
-from recsys_cli.checkpoints import CHECKPOINT_FORMAT
+from recsys_cli.checkpoints import CHECKPOINT_FORMAT, fill_encoder_keys
 from recsys_cli.checks import validate_config
 from recsys_cli.compose import compose_train
 from recsys_cli.contract import ModelOutput
@@ -229,3 +229,18 @@ def test_the_moved_loss_group_says_where_it_went():
     assert result.code == 2
     assert "error: loss=bce: the 'loss' group is now 'objective/next_item'" in result.err
     assert "write objective/next_item=bce" in result.err
+
+
+def test_a_transformer_saved_before_its_block_keys_is_rebuilt_with_the_block_it_trained():
+    """Configs saved before ``norm`` and ``activation`` were keys trained pre-norm GELU blocks (the
+    class defaults of the time); the keys are filled in, and never overwritten when present."""
+    target = "recsys_cli.models.encoders.TransformerEncoder"
+    old = {"model": {"encoder": {"_target_": target, "dim": 8}}}
+    fill_encoder_keys(old)
+    assert old["model"]["encoder"] == {"_target_": target, "dim": 8, "norm": "pre", "activation": "gelu"}
+    new = {"model": {"encoder": {"_target_": target, "norm": "post", "activation": "relu"}}}
+    fill_encoder_keys(new)
+    assert (new["model"]["encoder"]["norm"], new["model"]["encoder"]["activation"]) == ("post", "relu")
+    gru = {"model": {"encoder": {"_target_": "recsys_cli.models.encoders.RNNEncoder"}}}
+    fill_encoder_keys(gru)
+    assert gru == {"model": {"encoder": {"_target_": "recsys_cli.models.encoders.RNNEncoder"}}}

@@ -59,7 +59,7 @@ def test_a_block_computes_what_torch_s_encoder_layer_computes(norm, activation):
 
 def test_a_post_norm_encoder_adds_no_final_norm_and_bad_values_are_one_line():
     assert isinstance(TransformerEncoder(8, 5, norm="post").norm, nn.Identity)
-    assert isinstance(TransformerEncoder(8, 5).norm, nn.LayerNorm)
+    assert isinstance(TransformerEncoder(8, 5, norm="pre").norm, nn.LayerNorm)
     with pytest.raises(ConfigError, match=r"model.encoder.norm='middle'"):
         TransformerEncoder(8, 5, norm="middle")
     with pytest.raises(ConfigError, match=r"model.encoder.activation='tanh'"):
@@ -158,3 +158,17 @@ def test_embedding_tables_start_at_model_init_std(std):
     want_items, want_positions = (std, std) if std is not None else (D**-0.5, 1.0)
     assert float(table[1:].std()) == pytest.approx(want_items, rel=0.05)
     assert float(positions.std()) == pytest.approx(want_positions, rel=0.05)
+
+
+def test_the_class_defaults_are_the_config_defaults():
+    """``TransformerEncoder``'s block defaults are the YAML's, so that a model built in code is the
+    one a run builds (checkpoints saved before the keys existed get theirs filled in)."""
+    import inspect
+
+    import yaml
+    from conftest import REPO
+
+    config = yaml.safe_load((REPO / "conf" / "model" / "encoder" / "transformer.yaml").read_text())
+    signature = inspect.signature(TransformerEncoder).parameters
+    for key in ("norm", "activation", "ffn_mult", "num_layers", "num_heads"):
+        assert signature[key].default == config[key], key

@@ -47,7 +47,9 @@ SCALES = {
 ENCODERS = {
     "gru": lambda: RNNEncoder(DIM, cell="gru", dropout=0.0),
     "lstm": lambda: RNNEncoder(DIM, cell="lstm", dropout=0.0),
-    "transformer": lambda: TransformerEncoder(DIM, MAX_LEN, num_layers=2, num_heads=2, dropout=0.0),
+    "transformer": lambda: TransformerEncoder(
+        DIM, MAX_LEN, num_layers=2, num_heads=2, dropout=0.0, norm="pre", activation="gelu"
+    ),
     "transformer_post": lambda: TransformerEncoder(
         DIM, MAX_LEN, num_layers=2, num_heads=2, dropout=0.0, norm="post", activation="relu"
     ),
