@@ -2,8 +2,8 @@
 
 ``model/item=text``: the table is a projection of the items' text vectors only, so a model scores
 items it never saw in training (cold items) and transfers to another catalogue.
-``model/item=id_text``: an id embedding and the projected text vector, fused by ``add``,
-``concat`` (a linear map of both) or ``gate`` (per-dimension sigmoid gates).
+``model/item=id_text``: an id embedding and the projected text vector, fused by
+``model/item/fusion=add|concat|gate`` (:mod:`recsys_cli.models.item_fusion`).
 
 The text vectors come from :class:`~recsys_cli.models.text_encoder.ItemTextEncoder`. By default
 the language model is frozen and its vectors are cached (encoded once per model, template and
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 from torch import nn
@@ -38,20 +37,11 @@ from recsys_cli.contract.batch import Batch
 from recsys_cli.contract.data_spec import DataSpec
 from recsys_cli.contract.params import Fraction, PositiveInt
 from recsys_cli.errors import ConfigError
+from recsys_cli.models.item_fusion import AddIdText, IdTextFusion, scaled_linear
 from recsys_cli.models.items import IdEmbedding, ItemRepresentation
 from recsys_cli.models.text_encoder import ItemTextEncoder, pool
 
 log = logging.getLogger(__name__)
-
-FUSIONS = ("add", "concat", "gate")
-
-
-def _init(linear: nn.Linear, fan_in: int, dim: int) -> nn.Linear:
-    """Weights so that unit-variance inputs give outputs of per-coordinate std ``dim ** -0.5``."""
-    nn.init.normal_(linear.weight, std=(fan_in * dim) ** -0.5)
-    if linear.bias is not None:
-        nn.init.zeros_(linear.bias)
-    return linear
 
 
 class LinearProjection(nn.Module):
@@ -60,7 +50,7 @@ class LinearProjection(nn.Module):
     def __init__(self, text_dim: int, dim: int, dropout: Fraction = 0.1):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.linear = _init(nn.Linear(text_dim, dim), text_dim, dim)
+        self.linear = scaled_linear(nn.Linear(text_dim, dim), text_dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.dropout(x))
@@ -73,9 +63,9 @@ class MLPProjection(nn.Module):
         super().__init__()
         self.net = nn.Sequential(
             nn.Dropout(dropout),
-            _init(nn.Linear(text_dim, text_dim), text_dim, text_dim),
+            scaled_linear(nn.Linear(text_dim, text_dim), text_dim, text_dim),
             nn.GELU(),
-            _init(nn.Linear(text_dim, dim), text_dim, dim),
+            scaled_linear(nn.Linear(text_dim, dim), text_dim, dim),
         )
         nn.init.normal_(self.net[1].weight, std=text_dim**-0.5)  # unit variance into the GELU
 
@@ -196,11 +186,14 @@ class IdTextItems(TextItems):
         dim: int,
         text: ItemTextEncoder,
         projection: Callable[..., nn.Module],
-        fusion: Literal["add", "concat", "gate"] = "add",
+        fusion: Callable[..., IdTextFusion] = AddIdText,
         id_dropout: Fraction = 0.0,
     ):
-        if fusion not in FUSIONS:
-            raise ConfigError(f"model.item.fusion={fusion!r}: valid choices are {', '.join(FUSIONS)}")
+        if not callable(fusion):  # a config saved before the fusion was a _target_
+            raise ConfigError(
+                f"model.item.fusion={fusion!r}: the fusion is a config group now; choose it with "
+                "model/item/fusion=add, concat or gate"
+            )
         super().__init__(spec, dim, text, projection)
         self.ids = IdEmbedding(spec, dim)
         # items without training events (cold) have an id vector no positive example ever moved:
@@ -208,29 +201,14 @@ class IdTextItems(TextItems):
         counts = spec.item_train_counts
         trained = torch.ones(spec.num_items + 1) if counts is None else torch.as_tensor(counts > 0).float()
         self.register_buffer("trained", trained.unsqueeze(-1), persistent=False)
-        self.fusion = fusion
         self.id_dropout = id_dropout
-        if fusion == "concat":
-            self.mix = _init(nn.Linear(2 * dim, dim), 2 * dim, dim)
-            nn.init.normal_(self.mix.weight, std=(2 * dim) ** -0.5)  # inputs of std dim**-0.5 keep it
-        elif fusion == "gate":
-            self.mix = nn.Linear(2 * dim, dim)
-            nn.init.zeros_(self.mix.weight)  # gates of 0.5 at the start: the mean of both
-            nn.init.zeros_(self.mix.bias)
+        self.fusion = fusion(dim=dim)
 
     def forward(self, batch: Batch | None = None) -> torch.Tensor:
         keep = self.trained
         if self.training and self.id_dropout > 0:
             keep = keep * (torch.rand(keep.shape, device=keep.device) >= self.id_dropout)
-        ids, text = self.ids() * keep, self.text_table(batch)
-        if self.fusion == "add":
-            return ids + text
-        both = torch.cat([ids, text], dim=-1)
-        if self.fusion == "concat":
-            mixed = self.mix(both)
-            return mixed * (torch.arange(mixed.shape[0], device=mixed.device) > 0).unsqueeze(-1)
-        gate = torch.sigmoid(self.mix(both)) * keep  # a cold item's row is its text
-        return gate * ids + (1 - gate) * text
+        return self.fusion(self.ids() * keep, self.text_table(batch), keep)
 
 
 class LanguageModelTuner(nn.Module):

@@ -24,7 +24,7 @@ ALL_YAML = sorted(CONF_DIR.rglob("*.yaml"))
 # a shared parent of the dataset files (name: ???, no reader), not an option to choose
 NOT_OPTIONS = {("data", "base")}
 # groups that exist only under an option of another group
-NEEDS = {"model/item/projection": "model/item=text"}
+NEEDS = {"model/item/projection": "model/item=text", "model/item/fusion": "model/item=id_text"}
 
 
 def targets(node) -> list[str]:

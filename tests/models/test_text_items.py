@@ -16,6 +16,7 @@ from conftest import TINY, run_recsys
 from recsys_cli.contract import DataSpec, ScaleSet
 from recsys_cli.errors import ConfigError
 from recsys_cli.models import text_encoder as TE
+from recsys_cli.models.item_fusion import AddIdText, ConcatIdText, GateIdText
 from recsys_cli.models.text_encoder import ItemTextEncoder, render, render_item_texts
 from recsys_cli.models.text_items import (
     IdTextItems,
@@ -30,6 +31,8 @@ YEARS = ("1995", None, "1995", "1995", "1996", "1995")
 GENRES = ("animation comedy", "action", "thriller", "comedy drama", "drama", "crime")
 FIELDS = {"title": TITLES, "year": YEARS, "genres": GENRES}
 TEMPLATE = "{title} ({year}). {genres}"
+
+FUSIONS = {"add": AddIdText, "concat": ConcatIdText, "gate": GateIdText}
 
 
 def make_spec(num_items: int = len(TITLES)) -> DataSpec:
@@ -106,7 +109,7 @@ def test_text_items_give_every_item_a_vector_and_keep_the_language_model_frozen(
 @pytest.mark.parametrize("fusion", ["add", "concat", "gate"])
 def test_id_text_fuses_both(tiny_language_model, tmp_path, fusion):
     torch.manual_seed(0)
-    items = IdTextItems(make_spec(), 8, encoder(tiny_language_model, tmp_path), LinearProjection, fusion=fusion)
+    items = IdTextItems(make_spec(), 8, encoder(tiny_language_model, tmp_path), LinearProjection, fusion=FUSIONS[fusion])
     table = items()
     assert table.shape == (len(TITLES) + 1, 8) and (table[0] == 0).all()
     table.pow(2).sum().backward()
@@ -120,7 +123,7 @@ def test_id_text_scores_items_without_training_events_from_their_text_alone(tiny
     counts = np.array([0, 3, 0, 1, 5, 0, 2])  # items 2 and 5 have no training event
     spec = dataclasses.replace(make_spec(), item_train_counts=counts)
     torch.manual_seed(0)
-    items = IdTextItems(spec, 8, encoder(tiny_language_model, tmp_path), LinearProjection, fusion=fusion)
+    items = IdTextItems(spec, 8, encoder(tiny_language_model, tmp_path), LinearProjection, fusion=FUSIONS[fusion])
     items.eval()
     with torch.no_grad():
         items.ids.embedding.weight.normal_()  # whatever the cold items' id vectors are
