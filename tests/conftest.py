@@ -8,12 +8,14 @@ folders. The tiny synthetic dataset (60 users, 80 items) uses only reader keys t
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 # the repository's root folder (tests live in subfolders that mirror the package)
 REPO = Path(__file__).resolve().parent.parent
@@ -141,3 +143,54 @@ def tiny_datamodule(tmp_path, *overrides: str):
     dm = build_datamodule(cfg)
     dm.load()
     return cfg, dm
+
+
+def sequence_parts(*overrides: str) -> dict:
+    """The parts of ``SequenceRecommender`` as ``conf/model/sequential.yaml`` wires them with
+    ``overrides`` (e.g. ``"model.user_embedding=true"``, ``"model/latent=vae"``): its ``inputs``,
+    ``state``, ``heads`` and ``scoring`` arguments, for a model built in a test."""
+    return dict(_sequence_parts(tuple(overrides)))
+
+
+@functools.cache
+def _sequence_parts(overrides: tuple[str, ...]) -> tuple:
+    from hydra.utils import instantiate
+
+    from recsys_cli.compose import compose_train
+
+    model = compose_train(list(overrides)).model
+    return tuple((key, instantiate(model[key])) for key in ("inputs", "state", "heads", "scoring"))
+
+
+# the time-window semantics stated directly (brute force): the reference the window starts that
+# batches carry (recsys_cli.data.window_features) are checked against; the product never builds it
+def window_masks(scales: list, times: torch.Tensor, valid: torch.Tensor, num_positions: int) -> torch.Tensor:
+    """Membership of each event in each scale's window (``TimeWindowScale``s), for the last
+    ``num_positions`` anchors.
+
+    The semantics of :mod:`recsys_cli.contract.scales` by brute force ([B, S, L, T] booleans): tests
+    check the window starts that batches carry (computed once per dataset by
+    :mod:`recsys_cli.data.window_features`) against it; training never builds these masks.
+
+    times: [B, T] event times (seconds or positions), valid: [B, T] bool, T = H + L,
+    num_positions: L. Returns [B, S, L, T] bool: mask[b, s, i, j] is True when event j is in
+    scale s's window anchored at event H + i. Invalid anchors (padding) have an empty row.
+    """
+    T = times.shape[1]
+    H = T - num_positions
+    anchor = torch.arange(H, T, device=times.device)  # [L]
+    j = torch.arange(T, device=times.device)  # [T]
+    back = anchor[:, None] - j[None, :]  # [L, T] how many events before the anchor
+    causal = back >= 0
+    gap = times[:, H:, None] - times[:, None, :]  # [B, L, T] anchor time - event time
+    member = valid[:, None, :] & valid[:, H:, None]  # [B, L, T]
+    masks = []
+    for scale in scales:
+        m = member & causal & (back < scale.max_events)
+        if scale.last is not None:
+            m = m & (back < scale.last)
+        if scale.seconds is not None:
+            m = m & (gap <= scale.seconds)
+        masks.append(m)
+    return torch.stack(masks, dim=1)
+

@@ -41,8 +41,6 @@ from torch import Tensor
 
 EVENT_FIELDS = ("items", "times", "event_types", "categories")
 WINDOW_FIELDS = ("window_start", "scale_stats")
-# present (in training and evaluation batches) only when ``DataSpec.context_columns`` is not empty
-CONTEXT_FIELD = "context"
 CASE_FIELDS = ("targets", "target_types", "target_times", "users")
 TRAIN_FIELDS = (*EVENT_FIELDS, *CASE_FIELDS)
 EVAL_FIELDS = (*EVENT_FIELDS, *CASE_FIELDS, "seen")

@@ -7,7 +7,8 @@ every scale ``s``, the window is the contiguous run ``[start[e, s], e]`` of the 
                 first i >= offsets[u] with times[i] >= times[e] - seconds (duration windows))
 
 so equal timestamps and a gap of exactly ``seconds`` are inside, and nothing after ``e`` enters
-(the semantics of :mod:`recsys_cli.data.windows`, anchored at the last observed event). They are
+(the semantics of :mod:`recsys_cli.contract.scales`, anchored at the last observed event; the tests
+check them against a brute-force statement of it). They are
 computed over the whole history, not only the ``H + L`` events a batch carries: a ``30d`` scale
 capped at 200 events really covers 200 events, however long ``max_len`` is.
 
@@ -107,16 +108,6 @@ def _user_time_key(
     base = users * (len(uniq) + 1)
     key = base + np.searchsorted(uniq, times)
     return key, lambda seconds: base + np.searchsorted(uniq, times - seconds, side="left")
-
-
-def window_start_indices(data: PreparedData, scales: list[TimeWindowScale]) -> np.ndarray:
-    """[E, S] int64 global index of the first event of each scale's window at every event."""
-    users = data.user_of_event.astype(np.int64)
-    out = np.empty((data.num_events, len(scales)), dtype=np.int64)
-    finder = _StartFinder(data, users)
-    for s, scale in enumerate(scales):
-        out[:, s] = finder(scale)
-    return out
 
 
 class _StartFinder:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import window_masks
 
 from recsys_cli.contract.scales import history_len, parse_duration, parse_scales
-from recsys_cli.data.windows import window_masks
 from recsys_cli.errors import ConfigError
 
 SCALES = parse_scales(
