@@ -6,8 +6,9 @@ model or encoder); sizes known only after preparation come from the :class:`Data
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,14 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from recsys_cli.compose import group_options
+from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.contract.data_spec import DataSpec
 from recsys_cli.contract.scales import ScaleSet
 from recsys_cli.data.datamodule import SequenceDataModule
 from recsys_cli.data.prepare_stats import repeat_share
 from recsys_cli.data.prepared_data import PreparedData
 from recsys_cli.errors import ConfigError, RecsysError
-from recsys_cli.training.behaviour import BehaviourBaselines, BehaviourMetrics
 from recsys_cli.training.callbacks import AtomicCheckpointIO, RandomState
 from recsys_cli.training.divergence import DivergenceGuard
 from recsys_cli.training.module import RecommenderModule
@@ -36,10 +38,25 @@ log = logging.getLogger(__name__)
 AUTO_FILTER_SEEN_MAX_REPEAT_SHARE = 0.05
 
 
+# a node's keys that its parts read (``${model.KEY}``) and its ``_target_`` does not take: the
+# short switches of the sequence model (conf/model/sequential.yaml)
+SWITCHES_KEY = "_switches_"
+
+
+def without_switches(node: Any) -> Any:
+    """``node`` without the keys its ``_switches_`` lists (nor that list), resolved: what its
+    ``_target_`` is built from (its parts have read the switches)."""
+    if not isinstance(node, DictConfig) or SWITCHES_KEY not in node:
+        return node
+    dropped = {*node[SWITCHES_KEY], SWITCHES_KEY}
+    resolved = OmegaConf.to_container(node, resolve=True)
+    return OmegaConf.create({key: value for key, value in resolved.items() if key not in dropped})
+
+
 def build(node: DictConfig, where: str, **kwargs: Any) -> Any:
     """``instantiate(node, **kwargs)`` with user errors as one-line ConfigErrors naming ``where``.
 
-    Keyword values that are not config values (a :class:`DataSpec`, a :class:`ScaleSet`) are passed
+    The keys a node lists in ``_switches_`` are left out (:func:`without_switches`). Keyword values that are not config values (a :class:`DataSpec`, a :class:`ScaleSet`) are passed
     to the constructor as they are (Hydra would turn a dataclass into a config node). A RecsysError
     raised by the constructor passes through unchanged; a wrong argument name or type (TypeError)
     or a setting Lightning rejects (MisconfigurationException, e.g. a GPU accelerator on a machine
@@ -47,6 +64,7 @@ def build(node: DictConfig, where: str, **kwargs: Any) -> Any:
     """
     objects = {k: v for k, v in kwargs.items() if isinstance(v, (DataSpec, ScaleSet))}
     plain = {k: v for k, v in kwargs.items() if k not in objects}
+    node = without_switches(node)
     try:
         if not objects:
             return instantiate(node, **plain)
@@ -61,26 +79,46 @@ def build(node: DictConfig, where: str, **kwargs: Any) -> Any:
         raise
 
 
-def build_datamodule(cfg: DictConfig) -> SequenceDataModule:
-    """The data module, with the scales parsed once from ``cfg.scales`` (it computes their features)."""
-    return build(cfg.data, "data", _recursive_=True, scales=ScaleSet.from_config(cfg.scales))
+def build_datamodule(cfg: DictConfig, scales: ScaleSet | None = None) -> SequenceDataModule:
+    """The data module (it computes the scales' features); ``scales``: ``cfg.scales`` as the run's
+    checks parsed it (parsed here when not given)."""
+    if scales is None:
+        scales = ScaleSet.from_config(cfg.scales)
+    return build(cfg.data, "data", _recursive_=True, scales=scales)
 
 
-def build_model(cfg: DictConfig, spec: DataSpec, outputs: Sequence[str] = ()) -> Any:
-    """The model of ``cfg.model`` for the prepared data described by ``spec``, with the auxiliary
-    ``outputs`` (heads) the objective's terms read."""
-    if not outputs:
-        return build(cfg.model, "model", spec=spec)
+def model_option(cfg: DictConfig) -> str:
+    """The ``model=`` option whose file builds ``cfg.model``'s class (``multvae``...), for messages;
+    the class's path when no option file names it."""
+    target = str(cfg.model.get("_target_"))
+    for option in group_options("model"):
+        node = OmegaConf.load(CONF_DIR / "model" / f"{option}.yaml")
+        if OmegaConf.select(node, "_target_") == target or OmegaConf.select(node, "model._target_") == target:
+            return option
+    return target
+
+
+def _model_class(cfg: DictConfig) -> type | None:
+    """The class ``cfg.model`` builds (None for a target that does not import: building it says so)."""
     try:
-        return build(cfg.model, "model", spec=spec, outputs=sorted(outputs))
-    except ConfigError as err:
-        if "unexpected keyword argument 'outputs'" not in str(err):
-            raise
-        raise ConfigError(
-            f"the objective needs model outputs {sorted(outputs)} (objective terms "
-            f"{', '.join(sorted(cfg.objective))}), which model={cfg.model._target_} cannot give; "
-            "set those terms' weight to 0 or use a sequence model"
-        ) from None
+        return get_class(str(cfg.model.get("_target_")))
+    except Exception:  # noqa: BLE001 - a wrong target is reported by build(), with its config key
+        return None
+
+
+def build_model(cfg: DictConfig, spec: DataSpec, objective: Objective | None = None) -> Any:
+    """The model of ``cfg.model`` for the prepared data described by ``spec``.
+
+    With an ``objective``: a model whose constructor takes ``outputs`` is asked for the auxiliary
+    outputs the terms read (it builds the parts that give them), and every term's outputs must be
+    among the model's ``outputs`` (one line naming the term otherwise)."""
+    needed = sorted(objective.required_outputs()) if objective is not None else []
+    model_class = _model_class(cfg)
+    takes = model_class is not None and "outputs" in inspect.signature(model_class).parameters
+    model = build(cfg.model, "model", spec=spec, **({"outputs": needed} if needed and takes else {}))
+    if objective is not None:
+        objective.check_outputs(getattr(model, "outputs", frozenset()), model_option(cfg))
+    return model
 
 
 def build_objective(cfg: DictConfig, spec: DataSpec | None = None) -> Objective:
@@ -113,29 +151,21 @@ def resolve_filter_seen(setting: bool | str, data: PreparedData) -> bool:
 
 def is_trained(cfg: DictConfig) -> bool:
     """Whether ``cfg.model`` trains by gradient (count baselines are fitted instead)."""
-    try:
-        model_class = get_class(str(cfg.model.get("_target_")))
-    except Exception:  # noqa: BLE001 - a wrong target is reported by build_model, with its config key
-        return True
-    return bool(getattr(model_class, "requires_training", True))
+    model_class = _model_class(cfg)
+    return model_class is None or bool(getattr(model_class, "requires_training", True))
 
 
 def build_module(cfg: DictConfig, dm: SequenceDataModule, run_info: dict) -> RecommenderModule:
     """The LightningModule of ``cfg`` on the (loaded) data of ``dm``: the objective first (its
-    terms say which heads the model needs), then the model."""
+    terms say which outputs the model must give and which metrics evaluation adds), then the model."""
     data = dm.load()
     spec = dm.spec()
     objective = build_objective(cfg, spec) if is_trained(cfg) else None
-    outputs = objective.required_outputs() if objective is not None else set()
-    model = build_model(cfg, spec, outputs)
+    model = build_model(cfg, spec, objective)
     if objective is not None and OmegaConf.select(cfg, "trainer.compile", default=False):
         # in place (nn.Module.compile): the weights keep their names, checkpoints are unchanged;
         # dynamic shapes, since batches vary in size and in length (trimmed padding)
         model.compile(dynamic=True)
-    behaviour = None
-    if "behaviour_logits" in outputs:
-        baselines = BehaviourBaselines(spec.type_transitions) if spec.type_transitions is not None else None
-        behaviour = BehaviourMetrics(spec.event_types, baselines)
     return RecommenderModule(
         model=model,
         objective=objective,
@@ -145,7 +175,7 @@ def build_module(cfg: DictConfig, dm: SequenceDataModule, run_info: dict) -> Rec
         filter_seen=resolve_filter_seen(cfg.metrics.filter_seen, data),
         run_info=run_info,
         item_train_counts=spec.item_train_counts,
-        behaviour=behaviour,
+        evaluations=objective.evaluations(spec) if objective is not None else (),
     )
 
 

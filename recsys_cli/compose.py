@@ -33,6 +33,11 @@ def one_line(text: str, limit: int = 400) -> str:
 
 # config groups that moved, and where to (their options kept their names)
 MOVED_GROUPS = {"loss": "objective/next_item"}
+# keys that moved into a config group's option, and where to
+MOVED_KEYS = {
+    "model.temperature": "model.scoring.temperature (with model/scoring=cosine)",
+    "model.learn_temperature": "model.scoring.learn_temperature (with model/scoring=cosine)",
+}
 
 
 def config_groups(conf_dir: Path = CONF_DIR) -> list[str]:
@@ -89,12 +94,16 @@ def check_group_overrides(parsed: list[Override], conf_dir: Path = CONF_DIR) -> 
                 f"{override.input_line}: the '{key}' group is now '{MOVED_GROUPS[key]}' (a term of the "
                 f"training objective); write {MOVED_GROUPS[key]}={value}"
             )
+        if key in MOVED_KEYS:
+            raise ConfigError(f"{override.input_line}: {key} is now {MOVED_KEYS[key]}")
         if key not in groups:
             dotted_group = key.replace(".", "/")
             if "." in key and dotted_group in groups:
+                options = group_options(dotted_group, conf_dir)
+                value = override.value() if not override.is_sweep_override() else "..."
+                choice = f"{dotted_group}={value}" if value in options else f"{dotted_group}=OPTION ({', '.join(options)})"
                 raise ConfigError(
-                    f"{override.input_line}: '{dotted_group}' is a config group; choose its option with "
-                    f"{dotted_group}={override.value() if not override.is_sweep_override() else '...'}"
+                    f"{override.input_line}: '{dotted_group}' is a config group; choose its option with {choice}"
                 )
             continue
         options = group_options(key, conf_dir)

@@ -23,8 +23,6 @@ Training samples ``z = mu + sigma * eps`` (reparameterisation); evaluation uses 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,10 +31,6 @@ from recsys_cli.contract.batch import Batch
 from recsys_cli.contract.data_spec import DataSpec
 from recsys_cli.contract.output import ModelOutput
 from recsys_cli.contract.params import Fraction, PositiveInt
-from recsys_cli.errors import ConfigError
-
-# the auxiliary outputs every forward gives (what objective.kl and objective.recon read)
-OUTPUT_HEADS = ("latent_mu", "latent_logvar", "bag")
 
 
 def binary_bag(items: torch.Tensor, num_items: int) -> torch.Tensor:
@@ -52,14 +46,15 @@ class MultVAE(nn.Module):
     """Mult-VAE over the bag of a case's items; ``forward`` returns item scores, not states.
 
     ``ModelOutput.scores`` [B, N + 1]: the decoder's logits, column 0 (padding) -inf;
-    ``aux``: ``latent_mu``, ``latent_logvar`` [B, latent_dim] and ``bag`` [B, N + 1] (the input
-    bag, also the reconstruction target). ``outputs``: the aux outputs the objective reads (the
-    builder asks for what the terms need); any other than these three is a ConfigError.
-    (``latent_dim``, not ``latent``: ``model.latent`` is the ``model/latent`` config group.)
+    ``aux`` (:attr:`outputs`, what objective.kl and objective.recon read): ``latent_mu``,
+    ``latent_logvar`` [B, latent_dim] and ``bag`` [B, N + 1] (the input bag, also the
+    reconstruction target).
     """
 
     requires_training = True
     scale_names: list[str] = []
+    # the auxiliary outputs every forward gives
+    outputs = frozenset({"latent_mu", "latent_logvar", "bag"})
 
     def __init__(
         self,
@@ -67,15 +62,8 @@ class MultVAE(nn.Module):
         hidden: PositiveInt = 600,
         latent_dim: PositiveInt = 200,
         dropout: Fraction = 0.5,
-        outputs: Sequence[str] = (),
     ):
         super().__init__()
-        unknown = sorted(set(outputs) - set(OUTPUT_HEADS))
-        if unknown:
-            raise ConfigError(
-                f"the objective needs model outputs {unknown} that model=multvae cannot give (it gives "
-                f"item scores and {', '.join(OUTPUT_HEADS)}); set the weight of the terms that read them to 0"
-            )
         self.num_items, self.latent_dim = spec.num_items, latent_dim
         self.input_dropout = nn.Dropout(dropout)
         self.encoder = nn.Linear(self.num_items, hidden)

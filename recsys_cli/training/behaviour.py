@@ -10,6 +10,7 @@ position, one logit per event type, class ``c`` = type ``c + 1`` (types are 1..K
 - :class:`BehaviourMetrics` evaluates the head and both baselines on the same cases: accuracy,
   macro-F1 and one-vs-rest ROC-AUC per type; :func:`sync_behaviour_distributed` gathers its cases
   over DDP ranks, like :func:`recsys_cli.training.metrics.sync_distributed` for the ranking metrics.
+  The term registers them for every evaluation (:class:`BehaviourEvaluation`).
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ from recsys_cli.contract.output import ModelOutput
 from recsys_cli.contract.params import NonNegative
 from recsys_cli.errors import ConfigError
 from recsys_cli.training.metrics import collective_device
-from recsys_cli.training.objective import ObjectiveTerm
+from recsys_cli.training.objective import ObjectiveTerm, TermEvaluation
 
 __all__ = [
     "BehaviourBaselines",
+    "BehaviourEvaluation",
     "BehaviourMetrics",
     "BehaviourTerm",
     "sync_behaviour_distributed",
@@ -73,6 +75,13 @@ class BehaviourTerm(ObjectiveTerm):
                 "+objective/behaviour), or use a dataset with an event-type column"
             )
         self.num_types = spec.num_event_types
+
+    def evaluation(self, spec: DataSpec) -> BehaviourEvaluation:
+        """The head's metrics next to the majority-type and type-Markov baselines of ``spec``'s
+        training events (``val/behaviour/accuracy``...)."""
+        transitions = spec.type_transitions
+        baselines = BehaviourBaselines(transitions) if transitions is not None else None
+        return BehaviourEvaluation(BehaviourMetrics(spec.event_types, baselines))
 
     def __call__(self, output: ModelOutput, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         if LOGITS_KEY not in output.aux:
@@ -332,6 +341,28 @@ class BehaviourMetrics:
 
     def __repr__(self) -> str:
         return f"BehaviourMetrics(types={list(self.type_names)}, count={self.count})"
+
+
+class BehaviourEvaluation(TermEvaluation):
+    """:class:`BehaviourMetrics` of every evaluation batch: the head's logits at the newest
+    position against the held-out event's type, conditioned on the newest memory event's type."""
+
+    def __init__(self, metrics: BehaviourMetrics):
+        self.metrics = metrics
+
+    def reset(self) -> None:
+        self.metrics.reset()
+
+    def update(self, output: ModelOutput, batch: Batch) -> None:
+        if LOGITS_KEY in output.aux:
+            logits = output.aux[LOGITS_KEY][:, -1]  # [B, K]: the type of the held-out event
+            self.metrics.update(logits, batch["target_types"][:, -1], batch["event_types"][:, -1])
+
+    def sync(self) -> None:
+        sync_behaviour_distributed(self.metrics)
+
+    def compute(self) -> dict[str, float]:
+        return self.metrics.compute() if self.metrics.count else {}
 
 
 def sync_behaviour_distributed(metrics: BehaviourMetrics) -> None:

@@ -64,13 +64,17 @@ class KLTerm(ObjectiveTerm):
         super().__init__(weight)
         self.beta, self.anneal_steps = float(beta), int(anneal_steps)
 
+    def missing_outputs(self, name: str, missing: set[str], model: str) -> ConfigError:
+        return ConfigError(
+            f"objective.{name} needs a model with a variational latent (model/latent=vae or "
+            f"model=multvae); this model's output has no {' / '.join(sorted(missing))}: remove "
+            f"objective.{name} or choose such a model"
+        )
+
     def __call__(self, output: ModelOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        missing = sorted(self.requires - set(output.aux))
+        missing = set(self.requires - set(output.aux))
         if missing:
-            raise ConfigError(
-                f"objective.kl needs a model with a variational latent (model/latent=vae or model=multvae); "
-                f"this model's output has no {' / '.join(missing)}: remove objective.kl or choose such a model"
-            )
+            raise self.missing_outputs("kl", missing, "")
         mu, logvar = output.aux["latent_mu"].float(), output.aux["latent_logvar"].float()
         kl = 0.5 * (logvar.exp() + mu.pow(2) - 1.0 - logvar).sum(-1)  # [...]
         mask = output.aux.get("latent_mask")

@@ -14,9 +14,8 @@ from torch import nn
 
 from recsys_cli.contract.batch import Batch, eval_targets
 from recsys_cli.contract.output import ModelOutput
-from recsys_cli.training.behaviour import BehaviourMetrics, sync_behaviour_distributed
 from recsys_cli.training.metrics import RankingMetrics, sync_distributed
-from recsys_cli.training.objective import Objective
+from recsys_cli.training.objective import Objective, TermEvaluation
 
 # scores ranked at a time in evaluation (2^25 float32 = 128 MiB; the ranking makes a few masks
 # of the same size): a batch of a 3,500-item catalogue is one chunk, one of a million items goes
@@ -50,9 +49,8 @@ class RecommenderModule(pl.LightningModule):
     ``recsys evaluate`` needs nothing else. With ``item_train_counts`` ([N + 1], the items' training
     events) every evaluation also reports the metrics per bucket of the target's count
     (``val/cold/ndcg@10``, ``test/head/cases``...; see :mod:`recsys_cli.training.buckets`).
-    With ``behaviour`` (a model with a next-behaviour head) every evaluation also reports the
-    head's accuracy, macro-F1 and per-type ROC-AUC on the held-out events' types, next to the
-    majority-type and type-Markov baselines (``val/behaviour/accuracy``...).
+    ``evaluations`` (what the objective's terms register, e.g. the next-behaviour head's accuracy
+    next to its baselines, ``val/behaviour/accuracy``) add their metrics to every evaluation.
     """
 
     def __init__(
@@ -65,14 +63,14 @@ class RecommenderModule(pl.LightningModule):
         filter_seen: bool = True,
         run_info: dict | None = None,
         item_train_counts: np.ndarray | None = None,
-        behaviour: BehaviourMetrics | None = None,
+        evaluations: Sequence[TermEvaluation] = (),
     ):
         super().__init__()
         self.model, self.objective, self.optimizer_factory = model, objective, optimizer
         self.ks, self.num_items, self.filter_seen = list(ks), num_items, filter_seen
         self.run_info = run_info or {}
         self.metrics = RankingMetrics(self.ks, num_items, item_train_counts=item_train_counts)
-        self.behaviour = behaviour
+        self.evaluations = list(evaluations)
         self.results: dict[str, dict[str, float]] = {}
         self.scale_weight_history: list[dict[str, float]] = []
         self._keep: torch.Tensor | None = None  # scale ablation mask, set by ``without_scales``
@@ -144,17 +142,16 @@ class RecommenderModule(pl.LightningModule):
         for rows, scores in output.last_score_chunks(EVAL_SCORE_ELEMENTS):
             seen_rows = None if seen is None else seen[rows]
             self.metrics.update(scores, targets[rows], seen_rows, overwrite=True)
-        if self.behaviour is not None and "behaviour_logits" in output.aux:
-            logits = output.aux["behaviour_logits"][:, -1]  # [B, K]: the type of the held-out event
-            self.behaviour.update(logits, batch["target_types"][:, -1], batch["event_types"][:, -1])
+        for evaluation in self.evaluations:
+            evaluation.update(output, batch)
 
     def _eval_end(self, stage: str) -> None:
         sync_distributed(self.metrics)
         values = self.metrics.compute() if self.metrics.count else {}
-        if self.behaviour is not None:
-            sync_behaviour_distributed(self.behaviour)
-            values.update(self.behaviour.compute() if self.behaviour.count else {})
-            self.behaviour.reset()
+        for evaluation in self.evaluations:
+            evaluation.sync()  # every rank: a collective under DDP
+            values.update(evaluation.compute())
+            evaluation.reset()
         self.results[stage] = values
         for name, value in values.items():
             self.log(f"{stage}/{name}", value, sync_dist=False)
@@ -162,8 +159,8 @@ class RecommenderModule(pl.LightningModule):
 
     def _eval_start(self) -> None:
         self.metrics.reset()
-        if self.behaviour is not None:
-            self.behaviour.reset()
+        for evaluation in self.evaluations:
+            evaluation.reset()
         self._refresh_items()
 
     def on_validation_epoch_start(self) -> None:

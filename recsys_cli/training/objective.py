@@ -6,6 +6,11 @@ called as ``term(output, batch) -> (value, logs)``: it reads the :class:`ModelOu
 and returns a scalar and optional extra values to log; the module adds ``weight * value`` over the
 terms, logs each value as ``train/<term>`` and each extra value as ``train/<key>``. A term whose
 weight is 0 is not computed.
+
+A term that reads an auxiliary output of the model declares it (:attr:`ObjectiveTerm.requires`):
+the model builds the part that gives it, and :meth:`Objective.check_outputs` says in one line when a
+model cannot. A term whose output needs metrics of its own at evaluation registers them
+(:meth:`ObjectiveTerm.evaluation`, a :class:`TermEvaluation`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,31 @@ from recsys_cli.contract.batch import Batch
 from recsys_cli.contract.data_spec import DataSpec
 from recsys_cli.contract.output import ModelOutput
 from recsys_cli.errors import ConfigError
+
+
+class TermEvaluation(ABC):
+    """Metrics a term adds to every evaluation (validation, test) next to the ranking metrics.
+
+    The module calls :meth:`reset` before an evaluation, :meth:`update` with every batch's output,
+    then on every rank :meth:`sync` (gather the cases of every DDP rank; a collective) and
+    :meth:`compute`.
+    """
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget every case."""
+
+    @abstractmethod
+    def update(self, output: ModelOutput, batch: Batch) -> None:
+        """Add the cases of one evaluation batch (the newest position of each row)."""
+
+    def sync(self) -> None:
+        """Gather the cases of every DDP rank (nothing to do without a process group)."""
+        return None
+
+    @abstractmethod
+    def compute(self) -> dict[str, float]:
+        """``{metric name: value}`` over the cases so far (empty without cases)."""
 
 
 class ObjectiveTerm(ABC):
@@ -38,6 +68,20 @@ class ObjectiveTerm(ABC):
     def bind(self, spec: DataSpec) -> None:
         """Called once with the data the run trains on, before training (nothing by default)."""
         return None
+
+    def evaluation(self, spec: DataSpec) -> TermEvaluation | None:
+        """The metrics this term adds to every evaluation of the data ``spec`` describes (none by
+        default)."""
+        return None
+
+    def missing_outputs(self, name: str, missing: set[str], model: str) -> ConfigError:
+        """The one-line error when ``model`` cannot give the outputs ``missing`` this term (the
+        objective's term ``name``) reads."""
+        return ConfigError(
+            f"the objective needs model outputs {sorted(missing)} that model={model} cannot give "
+            f"(objective.{name} reads them); set objective.{name}.weight=0 or choose a model that "
+            "gives them"
+        )
 
     @abstractmethod
     def __call__(self, output: ModelOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -75,6 +119,18 @@ class Objective:
     def required_outputs(self) -> set[str]:
         """The ``ModelOutput.aux`` keys the terms read (a model builds the heads that give them)."""
         return {key for term in self.terms.values() for key in term.requires}
+
+    def check_outputs(self, given: frozenset[str] | set[str], model: str) -> None:
+        """Raise the one-line error of the first term that reads an output ``model`` does not
+        give (``given``: the model's ``outputs``)."""
+        for name, term in self.terms.items():
+            missing = set(term.requires) - set(given)
+            if missing:
+                raise term.missing_outputs(name, missing, model)
+
+    def evaluations(self, spec: DataSpec) -> list[TermEvaluation]:
+        """The metrics the terms add to every evaluation, in the terms' order."""
+        return [e for term in self.terms.values() if (e := term.evaluation(spec)) is not None]
 
     def log_names(self) -> list[str]:
         """The names logged under ``train/`` by the terms (each term's value)."""

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, run_recsys
+from conftest import TINY, run_recsys, sequence_parts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
@@ -28,7 +28,6 @@ from recsys_cli.errors import ConfigError
 from recsys_cli.models.encoders import RNNEncoder, TransformerEncoder
 from recsys_cli.models.fusion import AttentionFusion, ConcatFusion, GateFusion, WeightedFusion
 from recsys_cli.models.items import IdEmbedding
-from recsys_cli.models.latent import VariationalLatent
 from recsys_cli.models.recommender import SequenceRecommender
 
 NUM_ITEMS, NUM_TYPES, NUM_CATS = 12, 3, 4
@@ -72,12 +71,12 @@ def make_spec(scales: dict = SCALES, num_categories: int = NUM_CATS) -> DataSpec
 # every input switch of the sequence model on (the request's time stays off: it is the leak
 # that context_request_time=true allows on purpose)
 ALL_SWITCHES = {
-    "context": ["hour", "weekday", "gap", "event_type", "category"],
-    "user_embedding": True,
-    "latent": VariationalLatent,
+    "switches": (
+        "model.context=[hour,weekday,gap,event_type,category]", "model.user_embedding=true",
+        "model/latent=vae", "model/scoring=cosine",
+    ),
     "outputs": ["behaviour_logits", "latent_mu", "latent_logvar"],
-    "scoring": "cosine",
-}
+}  # fmt: skip
 
 
 def make_model(
@@ -86,9 +85,11 @@ def make_model(
     scales: dict = SCALES,
     share_encoder: bool = True,
     use_categories: bool = True,
-    **switches,
+    switches: tuple[str, ...] = (),
+    outputs: tuple[str, ...] = (),
 ):
-    """A tiny model; categories are inputs by default so the leakage tests cover them too."""
+    """A tiny model with the parts the config builds for ``switches`` (overrides); categories are
+    inputs by default so the leakage tests cover them too."""
     torch.manual_seed(0)
     model = SequenceRecommender(
         spec=make_spec(scales),
@@ -97,9 +98,9 @@ def make_model(
         fusion=lambda **kw: fusion(dropout=0.0, **kw),
         item=IdEmbedding,
         share_encoder=share_encoder,
-        use_categories=use_categories,
         dropout=0.0,
-        **switches,
+        outputs=outputs,
+        **sequence_parts(f"model.use_categories={str(use_categories).lower()}", *switches),
     )
     return model.eval()
 
@@ -164,9 +165,9 @@ def test_the_request_time_is_an_input_only_when_asked_for():
     events = [(3, 1, 1, 0), (5, 2, 2, 60), (7, 1, 3, 120), (2, 1, 1, 5000)]
     later = events[:3] + [(2, 1, 1, 900_000)]  # the same target, 10 days later
     a, b = one_user(*zip(*events, strict=True)), one_user(*zip(*later, strict=True))
-    default = make_model("gru", context=["hour", "weekday", "gap"])
+    default = make_model("gru", switches=("model.context=[hour,weekday,gap]",))
     torch.testing.assert_close(scores_for_target(default, a, 3), scores_for_target(default, b, 3))
-    asked = make_model("gru", context=["hour", "weekday", "gap"], context_request_time=True)
+    asked = make_model("gru", switches=("model.context=[hour,weekday,gap]", "model.context_request_time=true"))
     assert not torch.allclose(scores_for_target(asked, a, 3), scores_for_target(asked, b, 3))
 
 
@@ -185,7 +186,7 @@ def test_categories_are_inputs_only_when_asked_for():
             encoder=ENCODERS["gru"],
             fusion=GateFusion,
             item=IdEmbedding,
-            use_categories=True,
+            **sequence_parts("model.use_categories=true"),
         )
 
 

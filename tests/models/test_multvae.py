@@ -10,6 +10,7 @@ from conftest import TINY_DATA
 from recsys_cli.contract import DataSpec, ModelOutput, ScaleSet
 from recsys_cli.errors import ConfigError
 from recsys_cli.models.multvae import MultVAE
+from recsys_cli.training.behaviour import BehaviourTerm
 from recsys_cli.training.latent_terms import BagReconstruction, KLTerm
 from recsys_cli.training.objective import Objective
 
@@ -159,6 +160,7 @@ def test_model_multvae_sets_the_model_and_its_objective():
 
 def test_multvae_refuses_outputs_it_cannot_give():
     spec = DataSpec(num_items=N, num_users=3, max_len=L, scales=ScaleSet())
-    MultVAE(spec, hidden=8, latent_dim=2, outputs=["bag", "latent_logvar", "latent_mu"])
+    given = MultVAE(spec, hidden=8, latent_dim=2).outputs  # what the builder checks the terms against
+    Objective({"recon": BagReconstruction(), "kl": KLTerm()}).check_outputs(given, "multvae")
     with pytest.raises(ConfigError, match=r"^the objective needs model outputs \['behaviour_logits'\] that model=multvae cannot give"):
-        MultVAE(spec, hidden=8, latent_dim=2, outputs=["behaviour_logits", "latent_mu"])
+        Objective({"behaviour": BehaviourTerm(), "kl": KLTerm()}).check_outputs(given, "multvae")

@@ -10,16 +10,16 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, run_recsys
+from conftest import TINY, run_recsys, sequence_parts
 
 from recsys_cli.builders import build_datamodule, build_module
 from recsys_cli.compose import compose_train
 from recsys_cli.contract import DataSpec, ScaleSet
 from recsys_cli.errors import ConfigError
-from recsys_cli.models.context import GAP_BUCKETS, gap_bucket, time_features
 from recsys_cli.models.encoders import RNNEncoder
 from recsys_cli.models.fusion import GateFusion
 from recsys_cli.models.items import IdEmbedding
+from recsys_cli.models.parts.context import GAP_BUCKETS, gap_bucket, time_features
 from recsys_cli.models.recommender import SequenceRecommender
 from recsys_cli.training.behaviour import BehaviourTerm
 
@@ -95,7 +95,7 @@ SWITCHES = {
     "request_time": ["model.context=[gap]", "model.context_request_time=true"],
     "user_embedding": ["model.user_embedding=true"],
     "latent": ["model/latent=vae"],
-    "cosine": ["model.scoring=cosine"],
+    "cosine": ["model/scoring=cosine"],
     "behaviour": ["objective.behaviour.weight=0.5"],
 }
 
@@ -122,12 +122,12 @@ def test_the_unknown_user_vector_is_learned_and_used_for_unknown_users(cache_dir
     cfg, dm = setup(cache_dir, "scales=none", "model.user_embedding=true", "model.user_dropout=0.5")
     module = build_module(cfg, dm, {})
     model = module.model
-    unknown = model.user_embedding.weight[0].detach().clone()
+    unknown = model.state["user"].embedding.weight[0].detach().clone()
     optimizer = module.configure_optimizers()
     batch = next(iter(dm.train_dataloader()))
     module.training_loss(batch).loss.backward()
     optimizer.step()
-    assert not torch.equal(model.user_embedding.weight[0], unknown)  # user dropout trains it
+    assert not torch.equal(model.state["user"].embedding.weight[0], unknown)  # user dropout trains it
     model.eval()
     batch = next(iter(dm.test_dataloader()))
     as_unknown = dict(batch, users=torch.zeros_like(batch["users"]))
@@ -140,7 +140,10 @@ def test_the_unknown_user_vector_is_learned_and_used_for_unknown_users(cache_dir
 
 
 def test_cosine_scores_are_bounded_by_the_temperature(cache_dir):
-    cfg, dm = setup(cache_dir, "scales=none", "model.scoring=cosine", "model.temperature=0.2", "model.learn_temperature=false")
+    cfg, dm = setup(
+        cache_dir, "scales=none", "model/scoring=cosine", "model.scoring.temperature=0.2",
+        "model.scoring.learn_temperature=false",
+    )  # fmt: skip
     module = build_module(cfg, dm, {})
     module.model.eval()
     with torch.no_grad():
@@ -197,7 +200,7 @@ def test_a_behaviour_head_without_event_types_is_one_error_line(types):
     with pytest.raises(ConfigError, match=rf"objective.behaviour: the data has {len(types)} event type"):
         SequenceRecommender(
             spec=spec, dim=8, encoder=lambda: RNNEncoder(8), fusion=GateFusion, item=IdEmbedding,
-            outputs=["behaviour_logits"],
+            outputs=["behaviour_logits"], **sequence_parts(),
         )  # fmt: skip
 
 
@@ -213,8 +216,9 @@ def test_a_context_column_the_data_lacks_is_one_error_line(context, has_time, me
     spec = DataSpec(num_items=5, num_users=2, max_len=4, scales=ScaleSet(), has_time=has_time)
     with pytest.raises(ConfigError, match=message) as err:
         SequenceRecommender(
-            spec=spec, dim=8, encoder=lambda: RNNEncoder(8), fusion=GateFusion, item=IdEmbedding, context=context
-        )
+            spec=spec, dim=8, encoder=lambda: RNNEncoder(8), fusion=GateFusion, item=IdEmbedding,
+            **sequence_parts(f"model.context=[{','.join(context)}]"),
+        )  # fmt: skip
     assert "\n" not in str(err.value)
 
 
@@ -222,7 +226,7 @@ def test_a_run_with_every_switch_evaluates_again_to_the_same_numbers(cache_dir, 
     run_dir = tmp_path / "run"
     switches = [
         "objective.behaviour.weight=0.5", "model.context=[hour,weekday,gap]", "model.user_embedding=true",
-        "model/latent=vae", "model.scoring=cosine", "data/split=temporal", "scales=session_all",
+        "model/latent=vae", "model/scoring=cosine", "data/split=temporal", "scales=session_all",
     ]  # fmt: skip
     result = run_recsys(["train", *TINY, *switches, f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"])
     assert result.code == 0, result.err[-3000:]
@@ -248,10 +252,17 @@ def _side_feature_model(types: tuple[str, ...], dim: int, init_std: float | None
         num_items=500, num_users=2, max_len=4, scales=ScaleSet(), event_types=types,
         categories=tuple(f"c{i}" for i in range(300)),
     )
-    return SequenceRecommender(
+    model = SequenceRecommender(
         spec=spec, dim=dim, encoder=lambda: RNNEncoder(dim), fusion=GateFusion,
-        item=lambda spec, dim: IdEmbedding(spec, dim, init_std=init_std), use_categories=True, init_std=init_std,
+        item=lambda spec, dim: IdEmbedding(spec, dim, init_std=init_std),
+        **sequence_parts("model.use_categories=true", f"model.init_std={'null' if init_std is None else init_std}"),
     )  # fmt: skip
+    return model
+
+
+def _side_tables(model: SequenceRecommender) -> tuple:
+    """The event-type and category tables of the side-feature parts (None: no table)."""
+    return model.inputs["event_types"].table, model.inputs["categories"].table
 
 
 @pytest.mark.parametrize("types", [("view",), ("view", "cart", "buy")])
@@ -261,15 +272,16 @@ def test_side_features_start_small_next_to_the_item_inputs(types):
     (The initialisation before 2026-12-06, ``model.init_std=null``; the default: the test below.)"""
     dim = 64
     model = _side_feature_model(types, dim, init_std=None)
-    assert (model.type_embedding is None) == (len(types) == 1)
-    tables = [model.category_embedding] + ([model.type_embedding] if model.type_embedding is not None else [])
+    type_embedding, category_embedding = _side_tables(model)
+    assert (type_embedding is None) == (len(types) == 1)
+    tables = [category_embedding] + ([type_embedding] if type_embedding is not None else [])
     for table in tables:
         assert torch.all(table.weight[0] == 0)
     items = torch.arange(1, 501).unsqueeze(0)
     batch = {"items": items, "event_types": torch.ones_like(items), "categories": torch.zeros_like(items)}
     item_inputs = model.embed(batch, model.items())
     assert 0.9 < float(item_inputs.std()) < 1.1
-    categories = model.category_embedding.weight[1:]
+    categories = category_embedding.weight[1:]
     assert 0.8 * dim**-0.5 < float(categories.std()) < 1.2 * dim**-0.5
 
 
@@ -279,12 +291,13 @@ def test_side_features_keep_their_share_of_the_item_inputs_at_the_default_init(t
     0.02 sqrt(D), a side feature 1/sqrt(D) of it, as with the unit-norm scheme above."""
     dim, std = 64, 0.02
     model = _side_feature_model(types, dim, init_std=std)
-    assert (model.type_embedding is None) == (len(types) == 1)
+    type_embedding, category_embedding = _side_tables(model)
+    assert (type_embedding is None) == (len(types) == 1)
     items = torch.arange(1, 501).unsqueeze(0)
     batch = {"items": items, "event_types": torch.ones_like(items), "categories": torch.zeros_like(items)}
     item_inputs = model.embed(batch, model.items())
     assert 0.9 * std * dim**0.5 < float(item_inputs.std()) < 1.1 * std * dim**0.5
-    for table in [model.category_embedding] + ([model.type_embedding] if model.type_embedding is not None else []):
+    for table in [category_embedding] + ([type_embedding] if type_embedding is not None else []):
         assert torch.all(table.weight[0] == 0)
         assert 0.8 * std < float(table.weight[1:].std()) < 1.2 * std
 

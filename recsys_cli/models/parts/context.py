@@ -1,5 +1,8 @@
 """Context features of each behaviour, embedded and added to its event vector (``model.context``).
 
+A ``model.state`` part (:class:`ContextFeatures`): it adds to every event's input vector and, with
+``model.context_request_time=true``, to the user state.
+
 Features of a past event (it is known when the next one is predicted):
 
 - ``hour``: the hour of day of the event (UTC), 24 values;
@@ -8,8 +11,9 @@ Features of a past event (it is known when the next one is predicted):
   floor(log2(1 + seconds))``: 1 s, 2-3 s, 4-7 s, ... up to years; the user's first event has
   its own bucket);
 - ``event_type`` and ``category``: the event's behaviour type and its item's category (the
-  columns the reader gives; ``model.use_event_types`` / ``model.use_categories`` are the same
-  switches and share the embedding);
+  columns the reader gives; embedded by the ``model.inputs`` parts of
+  :mod:`recsys_cli.models.parts.side`, which ``model.use_event_types`` / ``model.use_categories``
+  also switch on);
 - any categorical column the data config names (``data.columns.context={device: device_type}``):
   its values, coded 1..V by preparation, carried by batches as ``context``.
 
@@ -22,12 +26,17 @@ evaluation (the gap tells how soon the user came back), so runs print it above t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from recsys_cli.contract.batch import Batch
 from recsys_cli.contract.data_spec import DataSpec
+from recsys_cli.contract.params import NonNegative
 from recsys_cli.errors import ConfigError
+from recsys_cli.models.parts.base import ModelPart
+from recsys_cli.models.parts.side import side_table
 
 TIME_FEATURES = ("hour", "weekday", "gap")
 COLUMN_FEATURES = ("event_type", "category")
@@ -54,38 +63,28 @@ def time_features(times: torch.Tensor, previous: torch.Tensor, has_previous: tor
     return {"hour": hour, "weekday": weekday, "gap": gap}
 
 
-def side_table(rows: int, dim: int, std: float | None = 0.02) -> nn.Embedding:
-    """An embedding table of an event's side feature (type, category, hour, ...), added to the
-    item's input vector; row 0 (padding or unknown) is a zero vector.
+class ContextFeatures(ModelPart):
+    """Adds the embedded context of every memory event to its vector; optionally the request's
+    time to the user state.
 
-    Vectors start at ``std`` per coordinate (``model.init_std``), the scale of an item vector
-    before the recommender multiplies item inputs by ``sqrt(D)``: a side feature starts at
-    ``1 / sqrt(D)`` of an item's input. ``nn.Embedding``'s own N(0, 1) would make, say, the event
-    type far larger than the item: with few distinct types it then dominates every input and the
-    Transformer sat on the popularity plateau for an extra epoch. ``std=None``: ``D ** -0.5``, the
-    scale of the unit-norm item rows used before 2026-12-06.
-    """
-    table = nn.Embedding(rows, dim, padding_idx=0)
-    nn.init.normal_(table.weight, std=dim**-0.5 if std is None else std)
-    with torch.no_grad():
-        table.weight[0].zero_()
-    return table
-
-
-class ContextEmbedding(nn.Module):
-    """Adds the embedded context of every memory event to its vector; optionally the request's.
-
-    ``features``: the names from :data:`FEATURES` whose own embeddings live here (``hour``,
-    ``weekday``, ``gap``); ``event_type`` and ``category`` are embedded by the recommender's type
-    and category tables (the same switch under another name).
+    ``features``: names from :data:`FEATURES` and the data's context columns; ``event_type`` and
+    ``category`` are embedded by the side-feature parts (:mod:`recsys_cli.models.parts.side`), so
+    this part builds tables for the others only (none at all: no table, no random draw), each
+    started at ``init_std`` (``model.init_std``; :func:`~recsys_cli.models.parts.side.side_table`).
     """
 
     sizes = {"hour": 24, "weekday": 7, "gap": GAP_BUCKETS - 1}
 
     def __init__(
-        self, spec: DataSpec, dim: int, features: list[str], request_time: bool = False, init_std: float | None = 0.02
+        self,
+        spec: DataSpec,
+        dim: int,
+        features: Sequence[str] = (),
+        request_time: bool = False,
+        init_std: NonNegative | None = 0.02,
     ):
         super().__init__()
+        features = [f for f in features if f not in COLUMN_FEATURES]
         columns = dict(spec.context_columns)
         unknown = [f for f in features if f not in FEATURES and f not in columns]
         if unknown:
@@ -118,8 +117,8 @@ class ContextEmbedding(nn.Module):
             out = out + self.tables[name](indices[name] * valid)
         return out
 
-    def events(self, batch: Batch) -> torch.Tensor | int:
-        """[B, T, D] context vectors of the memory events (0 where there are no features)."""
+    def embed(self, batch: Batch) -> torch.Tensor | None:
+        """[B, T, D] context vectors of the memory events (None without event features)."""
         out: torch.Tensor | int = 0
         valid = batch["items"] > 0
         if self.features:
@@ -129,13 +128,17 @@ class ContextEmbedding(nn.Module):
             out = self._embed(time_features(times, previous, has_previous), self.features, valid.long())
         for name, j in self.columns:
             out = out + self.tables[name](batch["context"][..., j] * valid)
-        return out
+        return None if isinstance(out, int) else out
 
-    def request(self, batch: Batch, length: int) -> torch.Tensor | int:
-        """[B, L, D] context of the request after each of the last ``length`` positions: the
-        target event's time features (only with ``request_time``; 0 otherwise)."""
+    def forward(self, z: torch.Tensor, batch: Batch, aux: dict[str, torch.Tensor]) -> torch.Tensor:
+        """With ``request_time``: adds the context of the request after each of the last A
+        positions (the target event's time features) to the states z [B, A, D]."""
         if not self.request_time:
-            return 0
+            return z
+        return z + self._request(batch, z.shape[1])
+
+    def _request(self, batch: Batch, length: int) -> torch.Tensor:
+        """[B, length, D] time features of the targets of the last ``length`` positions."""
         target_times = batch["target_times"][:, -length:]  # [B, length]
         last = batch["times"][:, -length:]
         has_target = target_times > 0
