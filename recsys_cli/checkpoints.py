@@ -1,11 +1,17 @@
 """What a checkpoint carries for ``recsys evaluate`` and resuming, and reading older formats.
 
-Format 2 (this version): the model contract (item representation ``model.item``, objective terms
-``objective.<term>``, scales parsed once from ``scales``). Format 1 checkpoints (before it) are
-upgraded when read for evaluation: their config gets ``model.item=id`` and ``objective.next_item``
-from ``loss``, loses the copies ``model.scales``, ``model.max_len`` and ``data.scales``, and the
-item embedding weights are renamed; the numbers they give are unchanged. Resuming training from
-a format 1 ``last.ckpt`` is refused with one line (Lightning reads that file itself).
+Format 3 (this version): the sequence model's parts (``model.inputs``, ``model.state``,
+``model.heads``, ``model.scoring``; :mod:`recsys_cli.models.parts`). Older checkpoints are
+upgraded when read for evaluation, one format at a time, and give the numbers they gave:
+
+- format 1 (before the model contract): the config gets ``model.item=id`` and
+  ``objective.next_item`` from ``loss``, loses the copies ``model.scales``, ``model.max_len`` and
+  ``data.scales``, and the item embedding weights are renamed;
+- format 2 (the contract, before the parts): the sequence model's config gets the part nodes its
+  flat switches meant and its weights the parts' names (:mod:`recsys_cli.models.upgrade`).
+
+Resuming training from an older ``last.ckpt`` is refused with one line (Lightning reads that
+file itself).
 """
 
 from __future__ import annotations
@@ -21,8 +27,11 @@ from torch import nn
 from recsys_cli import __version__
 from recsys_cli.errors import ConfigError
 from recsys_cli.io import load_checkpoint
+from recsys_cli.models.upgrade import upgrade_model_config, upgrade_weight_name
 
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
+# what each older format came before (said when resuming one is refused)
+_BEFORE = {1: "before the model contract", 2: "before the sequence model's parts"}
 _SEQUENCE_MODEL = "recsys_cli.models.recommender.SequenceRecommender"
 _TRANSFORMER = "recsys_cli.models.encoders.TransformerEncoder"
 # the Transformer block of the runs saved before `norm` and `activation` were config keys
@@ -56,11 +65,28 @@ def upgrade_format_1(ckpt: dict[str, Any]) -> dict[str, Any]:
     loss = config.pop("loss", None)
     if loss is not None:
         config["objective"] = {"next_item": {**loss, "weight": 1.0}}
-    info["format"] = CHECKPOINT_FORMAT
+    info["format"] = 2
     ckpt["state_dict"] = {
         ("model.items.embedding.weight" if key == "model.item_embedding.weight" else key): value
         for key, value in ckpt["state_dict"].items()
     }
+    return ckpt
+
+
+def upgrade_format_2(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A format 2 checkpoint in format 3: a sequence model's part nodes and weight names."""
+    ckpt = dict(ckpt)
+    info = ckpt["recsys"] = copy.deepcopy(ckpt["recsys"])
+    config = info["config"]
+    sequence = config.get("model", {}).get("_target_") == _SEQUENCE_MODEL
+    if "model" in config:
+        config["model"] = upgrade_model_config(config["model"])
+    info["format"] = 3
+    if sequence:
+        ckpt["state_dict"] = {
+            (f"model.{upgrade_weight_name(key[6:])}" if key.startswith("model.") else key): value
+            for key, value in ckpt["state_dict"].items()
+        }
     return ckpt
 
 
@@ -87,14 +113,16 @@ def load_run_checkpoint(path: str | Path, key: str = "ckpt", resume: bool = Fals
             f"{key}={path}: checkpoint format {found!r} was written by a newer recsys "
             f"(this is {__version__}, format {CHECKPOINT_FORMAT}); upgrade recsys to read it"
         )
+    if found < CHECKPOINT_FORMAT and resume:
+        raise ConfigError(
+            f"{key}={path}: the checkpoint comes from an older recsys (format {found}, {_BEFORE.get(found, 'an older format')}) "
+            "and cannot be resumed by this version; `recsys evaluate` still reads it. "
+            "Retrain with this version (same command without ckpt_path)"
+        )
     if found == 1:
-        if resume:
-            raise ConfigError(
-                f"{key}={path}: the checkpoint comes from an older recsys (format 1, before the model "
-                "contract) and cannot be resumed by this version; `recsys evaluate` still reads it. "
-                "Retrain with this version (same command without ckpt_path)"
-            )
         ckpt = upgrade_format_1(ckpt)
+    if ckpt["recsys"].get("format") == 2:
+        ckpt = upgrade_format_2(ckpt)
     fill_encoder_keys(ckpt["recsys"]["config"])
     return ckpt
 

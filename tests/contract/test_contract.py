@@ -182,6 +182,70 @@ def test_checkpoints_of_the_previous_format_still_evaluate(tmp_path):
     assert resumed.code == 2 and len(errors) == 1 and "older recsys (format 1" in errors[0], resumed.err[-2000:]
 
 
+# weight names of the version before the model parts (format 2), by hand
+FORMAT_2_NAMES = {
+    "model.inputs.event_types.table.": "model.type_embedding.",
+    "model.inputs.categories.table.": "model.category_embedding.",
+    "model.state.context.": "model.context.",
+    "model.state.user.embedding.": "model.user_embedding.",
+    "model.state.latent.": "model.latent.",
+    "model.heads.behaviour_logits.linear.": "model.behaviour_head.",
+    "model.scoring.": "model.",
+}
+
+
+def _as_format_2(ckpt: dict) -> dict:
+    """A checkpoint as the version before the model parts wrote it: the switches as flat keys of
+    ``model`` (the latent a ``model.latent`` node, the scoring a string), the weights under the
+    recommender's own names, and a Transformer config without its block keys."""
+    info = ckpt["recsys"]
+    model = info["config"]["model"]
+    for key in ("_switches_", "inputs", "heads"):
+        del model[key]
+    state = model.pop("state")
+    model["latent"] = {"_target_": "recsys_cli.models.latent.VariationalLatent", "_partial_": True}
+    assert set(state) == {"context", "user", "latent"}
+    scoring = model.pop("scoring")
+    model["scoring"] = "cosine"
+    model["temperature"], model["learn_temperature"] = scoring["temperature"], scoring["learn_temperature"]
+    del model["encoder"]["norm"], model["encoder"]["activation"]
+    info["format"] = 2
+    renamed = {}
+    for name, value in ckpt["state_dict"].items():
+        new = next((name.replace(n, o, 1) for n, o in FORMAT_2_NAMES.items() if name.startswith(n)), name)
+        renamed[new] = value
+    assert "model.behaviour_head.weight" in renamed and "model.log_scale" in renamed
+    ckpt["state_dict"] = renamed
+    return ckpt
+
+
+def test_a_checkpoint_from_before_the_model_parts_evaluates_to_the_same_numbers(tmp_path):
+    run_dir = tmp_path / "run"
+    switches = [
+        "objective.behaviour.weight=0.5", "model.context=[hour,weekday,gap]", "model.user_embedding=true",
+        "model.use_categories=true", "model/latent=vae", "model/scoring=cosine",
+        "model.encoder.norm=pre", "model.encoder.activation=gelu",  # the block before these keys
+    ]  # fmt: skip
+    trained = run_recsys(["train", *TINY, *switches, f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"])
+    assert trained.code == 0, trained.err[-3000:]
+    ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    old = tmp_path / "old" / "checkpoints" / "best.ckpt"
+    old.parent.mkdir(parents=True)
+    torch.save(_as_format_2(ckpt), old)
+    result = run_recsys(["evaluate", f"ckpt={old}"])
+    assert result.code == 0, result.err[-3000:]
+    evaluated = json.loads(sorted((tmp_path / "old" / "evaluations").glob("*.json"))[-1].read_text())
+    trained_test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert {"behaviour/accuracy", "ndcg@10"} <= set(trained_test)
+    assert evaluated["results"]["all scales"].keys() == trained_test.keys()
+    for name, value in trained_test.items():
+        assert evaluated["results"]["all scales"][name] == pytest.approx(value, abs=1e-6), name
+    resumed = run_recsys(["train", *TINY, *switches, f"ckpt_path={old}", f"paths.cache_dir={tmp_path / 'cache'}",
+                          f"hydra.run.dir={tmp_path / 'resumed'}"])  # fmt: skip
+    errors = [line for line in resumed.err.splitlines() if line.startswith("error: ")]
+    assert resumed.code == 2 and len(errors) == 1 and "older recsys (format 2" in errors[0], resumed.err[-2000:]
+
+
 def test_a_baseline_checkpoint_of_the_previous_format_evaluates(tmp_path):
     run_dir = tmp_path / "run"
     trained = run_recsys(["train", *TINY_BASELINE, "model=markov", f"paths.cache_dir={tmp_path / 'cache'}",
