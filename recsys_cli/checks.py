@@ -68,13 +68,13 @@ def _check_ranking_metric(key: str, metric: str, ks: list[int]) -> None:
         )
 
 
-def logged_metrics(cfg: DictConfig, ks: list[int]) -> list[str]:
+def logged_metrics(cfg: DictConfig, ks: list[int], scales: ScaleSet) -> list[str]:
     """Every metric a run of ``cfg`` logs that a callback may monitor: the validation ranking
     metrics, the training loss and each objective term, and each scale's fusion weight."""
     names = [f"val/{m}" for m in metric_names(ks)]
     names += ["train/loss", "train/loss_step", "train/loss_epoch"]
     names += [f"train/{term}" for term, node in cfg.objective.items() if node.get("weight", 1.0) != 0]
-    names += [f"scale_weight/{name}" for name in ScaleSet.from_config(cfg.scales).names]
+    names += [f"scale_weight/{name}" for name in scales.names]
     return names
 
 
@@ -216,10 +216,11 @@ def _trains(cfg: DictConfig) -> bool:
         return True
 
 
-def validate_config(cfg: DictConfig) -> None:
+def validate_config(cfg: DictConfig) -> ScaleSet:
     """Checks that need no data: types and ranges of the main keys and of every component's
     arguments (:func:`check_components`), metric names, the checkpoint to resume from. Raises
-    ConfigError (one line naming the key) on the first problem."""
+    ConfigError (one line naming the key) on the first problem; returns the scales, parsed once
+    (the run's data module computes their features)."""
     for section in REQUIRED_SECTIONS:
         if section not in cfg.keys():
             options = ", ".join(group_options(section)) if (CONF_DIR / section).is_dir() else ""
@@ -249,10 +250,10 @@ def validate_config(cfg: DictConfig) -> None:
     ks = [int(k) for k in ks]
     if cfg.metrics.filter_seen not in (True, False, "auto"):
         raise ConfigError(f"metrics.filter_seen={cfg.metrics.filter_seen!r}: use true, false or auto")
-    ScaleSet.from_config(cfg.scales)
+    scales = ScaleSet.from_config(cfg.scales)
     # selecting models on test metrics would leak the test set into the choice: validation only
     _check_ranking_metric("optimized_metric", cfg.optimized_metric, ks)
-    logged = logged_metrics(cfg, ks)
+    logged = logged_metrics(cfg, ks, scales)
     for name, callback in cfg.callbacks.items():
         monitor = callback.get("monitor") if isinstance(callback, DictConfig) else None
         if monitor is not None and monitor not in logged:
@@ -274,6 +275,7 @@ def validate_config(cfg: DictConfig) -> None:
             )
         if not Path(init_from).is_file():
             raise ConfigError(f"init_from={init_from}: no such checkpoint file; give another run's checkpoints/best.ckpt")
+    return scales
 
 
 def check_against_data(cfg: DictConfig, spec: DataSpec, dataset: str, longest_targets: int | None = None) -> None:

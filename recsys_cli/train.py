@@ -43,7 +43,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     of a DDP run join it. A run that diverges writes ``metrics.json`` with status ``diverged``
     and raises :class:`Diverged` (one line: where, and what to try).
     """
-    validate_config(cfg)
+    scales = validate_config(cfg)  # the scale config, parsed once
     first_epoch = check_resume(cfg) if cfg.ckpt_path is not None else 0
     run_dir = Path(cfg.paths.run_dir)
     first_process = launched_rank() == 0
@@ -54,7 +54,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
 
     try:
-        dm = build_datamodule(cfg)
+        dm = build_datamodule(cfg, scales)
         data = dm.load()
         longest = int((dm.train_end - dm.train_data.offsets[:-1]).max(initial=1)) - 1  # targets of a user
         check_against_data(cfg, dm.spec(), dm.name, longest)
