@@ -166,3 +166,18 @@ def test_the_switches_are_read_by_the_parts_and_a_key_the_model_does_not_take_is
     with pytest.raises(ConfigError, match=r"^model \(recsys_cli.models.recommender.SequenceRecommender\): .*'colour'") as err:
         build_model(cfg, dm.spec())
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        (["model.scoring=cosine"], "choose its option with model/scoring=cosine"),
+        (["model.scoring=euclid"], "model/scoring=OPTION (cosine, dot)"),
+        (["model.temperature=0.2"], "model.temperature is now model.scoring.temperature (with model/scoring=cosine)"),
+        (["model/item=id_text", "model.item.fusion=gate"], "choose its option with model/item/fusion=gate"),
+    ],
+)
+def test_a_spelling_that_moved_into_a_config_group_is_one_error_line_with_the_new_one(overrides, says):
+    with pytest.raises(ConfigError) as err:
+        compose_train(overrides)
+    assert says in str(err.value) and "\n" not in str(err.value)
