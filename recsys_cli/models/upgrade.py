@@ -19,8 +19,11 @@ SEQUENCE_MODEL = "recsys_cli.models.recommender.SequenceRecommender"
 ID_TEXT_ITEMS = "recsys_cli.models.text_items.IdTextItems"
 PARTS = "recsys_cli.models.parts"
 
-# the switches and the defaults the recommender gave them when a config had no such key
+# the switches and the defaults the recommender gave them when a config had no such key (init_std:
+# None, the initialisation before the key existed; it only sets initial weights, which a checkpoint
+# replaces)
 SWITCH_DEFAULTS = {
+    "init_std": None,
     "use_event_types": True,
     "use_categories": False,
     "context": [],
@@ -63,13 +66,15 @@ def upgrade_model_config(model: dict[str, Any]) -> dict[str, Any]:
     for key, default in SWITCH_DEFAULTS.items():
         model.setdefault(key, copy.deepcopy(default))
     model["_switches_"] = list(SWITCH_DEFAULTS)
-    context = model["context"]
+    context, std = model["context"], model["init_std"]
     model["inputs"] = {
-        "event_types": _part("side.EventTypes", use=model["use_event_types"], context=context),
-        "categories": _part("side.Categories", use=model["use_categories"], context=context),
+        "event_types": _part("side.EventTypes", use=model["use_event_types"], context=context, init_std=std),
+        "categories": _part("side.Categories", use=model["use_categories"], context=context, init_std=std),
     }
     model["state"] = {
-        "context": _part("context.ContextFeatures", features=context, request_time=model["context_request_time"]),
+        "context": _part(
+            "context.ContextFeatures", features=context, request_time=model["context_request_time"], init_std=std
+        ),
         "user": _part("user.UserVector", use=model["user_embedding"], dropout=model["user_dropout"]),
     }
     latent = model.pop("latent", None)
