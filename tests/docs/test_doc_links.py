@@ -13,10 +13,6 @@ from doc_pages import doc_files, split_page
 
 from recsys_cli.compose import config_groups, group_options
 
-# pages written on other branches and linked from here: a link to one of them is accepted while
-# the file is absent (and checked, anchors included, once it exists)
-PAGES_FROM_OTHER_BRANCHES = {REPO / "docs" / "architecture.md"}
-
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
 
@@ -60,8 +56,7 @@ def test_relative_links_resolve(page: Path):
         path_part, _, anchor = target.partition("#")
         path = (page.parent / path_part).resolve() if path_part else page
         if not path.exists():
-            if path not in PAGES_FROM_OTHER_BRANCHES:
-                problems.append(f"{number}: {target} (no such file)")
+            problems.append(f"{number}: {target} (no such file)")
             continue
         if anchor and path.suffix == ".md" and anchor not in heading_anchors(path):
             problems.append(f"{number}: {target} (no heading with anchor #{anchor} in {path.name})")
