@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning_fabric.utilities.exceptions import MisconfigurationException
@@ -28,6 +29,7 @@ from recsys_cli.data.prepare_stats import repeat_share
 from recsys_cli.data.prepared_data import PreparedData
 from recsys_cli.errors import ConfigError, RecsysError
 from recsys_cli.training.callbacks import AtomicCheckpointIO, RandomState
+from recsys_cli.training.clock import TrainClock
 from recsys_cli.training.divergence import DivergenceGuard
 from recsys_cli.training.module import RecommenderModule
 from recsys_cli.training.objective import Objective
@@ -181,11 +183,19 @@ def build_module(cfg: DictConfig, dm: SequenceDataModule, run_info: dict) -> Rec
 
 def trainer_settings(cfg: DictConfig) -> DictConfig:
     """``cfg.trainer`` without the keys that are ours, not the Trainer's (``compile``: see
-    :func:`build_module`)."""
+    :func:`build_module`; ``threads``: see :func:`apply_threads`)."""
     settings = cfg.trainer.copy()
     with open_dict(settings):
         settings.pop("compile", None)
+        settings.pop("threads", None)
     return settings
+
+
+def apply_threads(cfg: DictConfig) -> None:
+    """``trainer.threads``: the CPU threads of this process's tensor operations, when set."""
+    threads = OmegaConf.select(cfg, "trainer.threads", default=None)
+    if threads is not None:
+        torch.set_num_threads(int(threads))
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, with_callbacks: bool = True) -> pl.Trainer:
@@ -194,10 +204,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, with_callbacks: bool = True) -
     Not choices of the config, so added here: checkpoints are written atomically and read
     weights-only (:class:`AtomicCheckpointIO`), every checkpoint carries the random generators'
     state that makes a resumed run repeat the uninterrupted one (:class:`RandomState`), and a
-    run whose loss, gradients or weights stop being finite stops (:class:`DivergenceGuard`).
+    run whose loss, gradients or weights stop being finite stops (:class:`DivergenceGuard`), and
+    the training seconds of every epoch are logged for time to quality (:class:`TrainClock`).
     """
     callbacks = [build(c, f"callbacks.{name}") for name, c in cfg.callbacks.items()] if with_callbacks else []
-    callbacks += [RandomState(), DivergenceGuard()] if with_callbacks else []
+    callbacks += [RandomState(), DivergenceGuard(), TrainClock()] if with_callbacks else []
     loggers = [build(c, f"logger.{name}") for name, c in cfg.logger.items()]
     return build(
         trainer_settings(cfg),

@@ -73,6 +73,18 @@ def test_train_writes_the_run_directory_and_prints_the_table(trained_run):
     assert f"recsys evaluate ckpt={run_dir / 'checkpoints' / 'best.ckpt'}" in out
 
 
+def test_the_log_holds_the_training_seconds_of_every_epoch(trained_run):
+    """time/train_s: training time summed up to each epoch's end, validation left out; it grows
+    from epoch to epoch and stays below the run's whole fit time."""
+    run_dir, _ = trained_run
+    with open(run_dir / "logs" / "metrics.csv") as f:
+        seconds = {int(row["epoch"]): float(row["time/train_s"]) for row in csv.DictReader(f) if row.get("time/train_s")}
+    assert sorted(seconds) == [0, 1]
+    assert 0 < seconds[0] < seconds[1] < metrics_of(run_dir)["train_seconds"]
+    clock = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["TrainClock"]
+    assert clock["seconds"] == pytest.approx(seconds[1])  # a resumed run goes on from here
+
+
 def test_train_prints_a_progress_bar(recsys, tmp_path):
     result = recsys("train", *TINY_BASELINE, "model=popularity", "callbacks.progress_bar.refresh_rate=1",
                     f"hydra.run.dir={tmp_path / 'run'}")
@@ -196,6 +208,9 @@ def test_resume_from_last_checkpoint_continues_the_run(trained_run, recsys, tmp_
     with open(new_dir / "logs" / "metrics.csv") as f:
         epochs = {row["epoch"] for row in csv.DictReader(f) if row.get("train/loss_epoch")}
     assert epochs == {"2"}  # only the third epoch was trained again
+    with open(new_dir / "logs" / "metrics.csv") as f:
+        clock = [float(row["time/train_s"]) for row in csv.DictReader(f) if row.get("time/train_s")]
+    assert len(clock) == 1 and clock[0] > state["TrainClock"]["seconds"]  # the sum goes on
     # the best epoch of the whole run is tested, including those before the interruption
     assert report["val"]["ndcg@10"] >= float(best_so_far) - 1e-6
     assert (new_dir / "checkpoints" / "best.ckpt").is_file()

@@ -54,9 +54,10 @@ main(sys.argv[1:])
 
 
 def logged_rows(run_dir: Path) -> list[dict[str, str]]:
-    """Every row of the run's CSV log, with its empty cells dropped."""
+    """Every row of the run's CSV log, with its empty cells and its wall-clock time (never the same
+    twice; ``time/train_s``) dropped."""
     with open(run_dir / "logs" / "metrics.csv") as f:
-        return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+        return [{k: v for k, v in row.items() if v != "" and not k.startswith("time/")} for row in csv.DictReader(f)]
 
 
 def row_key(row: dict[str, str]) -> tuple:
