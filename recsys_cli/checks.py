@@ -242,6 +242,8 @@ def validate_config(cfg: DictConfig) -> ScaleSet:
     compile_model = OmegaConf.select(cfg, "trainer.compile", default=False)
     if not isinstance(compile_model, bool):
         raise ConfigError(f"trainer.compile={compile_model!r}: use true (torch.compile the model) or false")
+    threads = OmegaConf.select(cfg, "trainer.threads", default=None)
+    _int_at_least(threads, "trainer.threads", 1, allow_none=True)
     ks = cfg.metrics.ks
     if not isinstance(ks, ListConfig) or not ks:
         raise ConfigError(f"metrics.ks={ks!r}: use a non-empty list of cut-offs, e.g. [10, 20]")

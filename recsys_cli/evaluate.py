@@ -19,7 +19,13 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from recsys_cli.builders import build, build_datamodule, build_module, trainer_settings
+from recsys_cli.builders import (
+    apply_threads,
+    build,
+    build_datamodule,
+    build_module,
+    trainer_settings,
+)
 from recsys_cli.checkpoints import load_run_checkpoint
 from recsys_cli.compose import compose_train, config_groups
 from recsys_cli.config_paths import CONF_DIR
@@ -115,6 +121,7 @@ def evaluate(
     applied = apply_overrides(cfg, overrides)
     reports = reports_folder(ckpt_path, output_dir)
     print(f"Overrides of the run's config: {' '.join(applied)}" if applied else "Overrides of the run's config: none")
+    apply_threads(cfg)
 
     dm = build_datamodule(cfg)
     data = dm.load()

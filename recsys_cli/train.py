@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recsys_cli import __version__
 from recsys_cli.builders import (
+    apply_threads,
     best_checkpoint,
     build_datamodule,
     build_module,
@@ -44,6 +45,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     and raises :class:`Diverged` (one line: where, and what to try).
     """
     scales = validate_config(cfg)  # the scale config, parsed once
+    apply_threads(cfg)
     first_epoch = check_resume(cfg) if cfg.ckpt_path is not None else 0
     run_dir = Path(cfg.paths.run_dir)
     first_process = launched_rank() == 0

@@ -6,9 +6,12 @@ negatives, the longest history for Mult-VAE)."""
 from __future__ import annotations
 
 import pytest
+import torch
 from conftest import TINY, TINY_DATA, assert_one_error_line, run_recsys, tiny_datamodule
 
+from recsys_cli.builders import apply_threads, trainer_settings
 from recsys_cli.checks import check_against_data, path_name_problem
+from recsys_cli.compose import compose_train
 from recsys_cli.data.datamodule import train_case_ends
 from recsys_cli.errors import ConfigError
 
@@ -139,3 +142,25 @@ def test_multvae_needs_every_users_history_in_one_bag(tmp_path):
     with pytest.raises(ConfigError, match=rf"data\.max_len={longest - 1}: model=multvae"):
         cfg, dm = tiny_datamodule(tmp_path, *overrides, f"data.max_len={longest - 1}")
         check_against_data(cfg, dm.spec(), "synthetic", longest)
+
+
+# -- threads ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_threads_must_be_a_positive_integer(tmp_path, value):
+    result = refused_before_preparation(tmp_path, f"trainer.threads={value}")
+    assert_one_error_line(result, "trainer.threads=", "use an integer >= 1")
+
+
+def test_threads_set_the_process_threads_and_leave_the_trainer_alone():
+    cfg = compose_train([*TINY, "trainer.threads=1"])
+    before = torch.get_num_threads()
+    try:
+        apply_threads(cfg)
+        assert torch.get_num_threads() == 1
+        assert "threads" not in trainer_settings(cfg)  # not a Trainer argument
+        apply_threads(compose_train(TINY))  # null: torch's choice stays
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
