@@ -100,6 +100,8 @@ def describe_machine(device: torch.device, size: int, reps: int) -> dict[str, An
         "tf32": bool(torch.backends.cuda.matmul.allow_tf32),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "matmul_before": matmul_gflops(device, size, reps),
+        # other jobs on the machine change every time measured (docs/gpus-and-clusters.md)
+        "load_average_before": list(os.getloadavg()),
     }
 
 
@@ -274,6 +276,9 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict:
     machine = describe_machine(device, mm_size, mm_reps)
     print(f"# bench_speed --preset {args.preset} ({preset.note}) on {machine['device']}, torch {torch.__version__}, "
           f"{machine['threads']} threads; matmul {mm_size}^2 fp32: {machine['matmul_before']['gflops_best']:.1f} GFLOP/s", flush=True)  # fmt: skip
+    if machine["load_average_before"][0] > 0.5:
+        print(f"Note: load average {machine['load_average_before'][0]:.2f}: other jobs share this machine, "
+              "so the seconds are not those of quiet cores (the ratios are paired)", flush=True)  # fmt: skip
 
     payload: dict[str, Any] = {"complete": False, "machine": machine}
     with tempfile.TemporaryDirectory(prefix="bench_speed_run_") as run_dir:
@@ -354,6 +359,7 @@ def finish(payload, contenders, results, device, mm_size, mm_reps, levels, prese
     peak = max(machine["matmul_before"]["gflops_best"], machine["matmul_after"]["gflops_best"])
     machine["matmul_gflops"] = peak
     machine["rss_mb_at_end"] = mb(rss_bytes())
+    machine["load_average_after"] = list(os.getloadavg())
     if device.type == "cuda":
         machine["cuda_max_memory_allocated_mb"] = mb(torch.cuda.max_memory_allocated(device))
     for c in contenders:

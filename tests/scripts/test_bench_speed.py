@@ -48,6 +48,7 @@ def test_tiny_run_writes_every_measurement(tiny_run):
     assert epochs == 1
     assert payload["machine"]["matmul_gflops"] > 0
     assert payload["machine"]["matmul_before"]["gflops_best"] > 0
+    assert len(payload["machine"]["load_average_before"]) == len(payload["machine"]["load_average_after"]) == 3
     assert 0 <= payload["data"]["padding_share"] <= 1
     assert payload["data"]["users"] > 0 and payload["data"]["items"] > 0
 
