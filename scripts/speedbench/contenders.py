@@ -253,7 +253,9 @@ def build_reference(preset: Preset, args: argparse.Namespace, dm: Any, cfg: Dict
     """The reference SASRec at the preset's sizes, with its own metrics (the product's class)."""
     spec = dm.spec()
     torch.manual_seed(args.seed)
-    model = ReferenceSASRec(spec.num_items, preset.max_len, preset.dim, preset.layers, 1, preset.dropout).to(device)
+    model = ReferenceSASRec(
+        spec.num_items, preset.max_len, preset.dim, preset.layers, 1, preset.dropout, init=args.reference_init
+    ).to(device)
     return Contender(
         "reference", "reference", "none", model, torch.optim.Adam(model.parameters(), lr=1e-3),
         FlopModel("transformer", preset.dim, preset.layers, preset.dim, spec.num_items, "all_positions"),

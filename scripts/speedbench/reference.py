@@ -9,6 +9,10 @@ a residual point-wise feed-forward; a final LayerNorm (eps 1e-8 throughout); log
 item table at every position, full cross-entropy; Adam, lr 1e-3. One change: padded keys are
 masked (SASRec+ leaves them visible; RePlay masks them), so a history's states do not depend on its
 padding, as the product's do not.
+
+``init="unit_norm"`` starts the item table at unit-norm rows (std D^-0.5) and the positions at
+``nn.Embedding``'s N(0, 1), everything else as above: the initialisation the product and the
+harness used before ``model.init_std`` (docs/results/ml1m-plateau.md isolates it on both).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 INIT_STD = 0.02
+INITS = ("sasrec+", "unit_norm")
 
 
 class SASRecBlock(nn.Module):
@@ -42,8 +47,12 @@ class SASRecBlock(nn.Module):
 class ReferenceSASRec(nn.Module):
     """SASRec with full cross-entropy at every position (the SASRec+ recipe, module docstring)."""
 
-    def __init__(self, num_items: int, max_len: int, dim: int, blocks: int, heads: int, dropout: float):
+    def __init__(
+        self, num_items: int, max_len: int, dim: int, blocks: int, heads: int, dropout: float, init: str = "sasrec+"
+    ):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init={init!r}: expected one of {', '.join(INITS)}")
         self.num_items, self.max_len, self.dim, self.heads = num_items, max_len, dim, heads
         self.item = nn.Embedding(num_items + 1, dim, padding_idx=0)
         self.position = nn.Embedding(max_len, dim)
@@ -52,6 +61,11 @@ class ReferenceSASRec(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-8)
         self.register_buffer("future", torch.ones(max_len, max_len, dtype=torch.bool).triu(1), persistent=False)
         self.apply(self._init)
+        if init == "unit_norm":
+            nn.init.normal_(self.item.weight, std=dim**-0.5)
+            nn.init.normal_(self.position.weight, std=1.0)
+            with torch.no_grad():
+                self.item.weight[0].zero_()
 
     @staticmethod
     def _init(module: nn.Module) -> None:

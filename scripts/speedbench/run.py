@@ -32,6 +32,7 @@ from .contenders import (
 from .machine import MemoryProbe, matmul_gflops, mb, rss_bytes
 from .presets import PRESETS, Preset
 from .reference import DESCRIPTION as REFERENCE_DESCRIPTION
+from .reference import INITS
 from .report import add_ratios, fmt, markdown_table, summarise, write_json
 
 
@@ -60,6 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "recsys_bench_speed_cache"))
     p.add_argument("--data-path", default=None, help="dataset folder of a real-data preset (ml1m, ml100k)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--reference-init",
+        choices=INITS,
+        default="sasrec+",
+        help="the reference's initial tables: SASRec+'s N(0, 0.02) or unit-norm items and N(0, 1) positions",
+    )
     p.add_argument("--matmul-size", type=int, default=None, help="default: preset's (cuda: 4096)")
     p.add_argument("--matmul-reps", type=int, default=None, help="default: 3 on cpu, 20 on cuda")
     p.add_argument(
@@ -309,6 +316,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict:
             "extra_overrides": list(args.override),
             "product_objective": preset.objective,
             "reference": REFERENCE_DESCRIPTION,
+            "reference_init": args.reference_init,
             "cache_dir": args.cache_dir,
             "argv": sys.argv if argv is None else list(argv),
         }

@@ -137,3 +137,23 @@ def test_the_ranking_benchmark_runs_on_a_small_catalogue():
     ).stdout  # fmt: skip
     assert "ms per user; coverage@20" in out
     assert 0 < float(out.split()[-1]) <= 1
+
+
+def test_reference_initialisations():
+    """SASRec+'s N(0, 0.02) tables, or the unit-norm items and N(0, 1) positions of the plateau."""
+    load_bench()
+    reference = sys.modules["speedbench.reference"]
+    import torch
+
+    torch.manual_seed(0)
+    small = reference.ReferenceSASRec(500, 200, 64, 2, 1, 0.1)
+    old = reference.ReferenceSASRec(500, 200, 64, 2, 1, 0.1, init="unit_norm")
+    assert abs(small.item.weight[1:].std().item() - 0.02) < 0.002
+    assert abs(small.position.weight.std().item() - 0.02) < 0.002
+    assert abs(old.item.weight[1:].norm(dim=1).mean().item() - 1.0) < 0.05
+    assert abs(old.position.weight.std().item() - 1.0) < 0.05
+    assert old.item.weight[0].abs().sum() == 0
+    # the blocks start alike: only the tables differ
+    assert abs(old.blocks[0].ffn[0].weight.std().item() - 0.02) < 0.002
+    with pytest.raises(ValueError, match="init="):
+        reference.ReferenceSASRec(10, 5, 8, 1, 1, 0.0, init="xavier")
