@@ -79,8 +79,9 @@ def key_comments(path: Path) -> dict[str, str]:
 
 
 def _checked(key: str, value: object, default: object, raw: str) -> object:
-    """``value`` (read as YAML) if it has the type of the key's default in the YAML file."""
-    if default is None or default == "???":
+    """``value`` (read as YAML) if it has the type of the key's default in the YAML file (null is
+    left to the verb, which says whether the key takes it)."""
+    if default is None or default == "???" or value is None:
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):

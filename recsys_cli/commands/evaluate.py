@@ -24,6 +24,8 @@ def run(argv: list[str]) -> None:
     cfg, rest = command_arguments("evaluate", argv, OUTPUT_ALIASES)
     if cfg.stage not in ("val", "test"):
         raise ConfigError(f"stage={cfg.stage!r}: use stage=val or stage=test")
+    if not isinstance(cfg.ablate_scales, bool):
+        raise ConfigError(f"ablate_scales={cfg.ablate_scales!r}: use true or false")
     output_dir = None if cfg.output_dir is None else str(cfg.output_dir)
     evaluate(str(cfg.ckpt), rest, stage=cfg.stage, ablate_scales=cfg.ablate_scales, output_dir=output_dir)
 

@@ -39,10 +39,12 @@ def output_path(cfg, run_dir: Path | None, ckpt: str) -> Path:
 
 def check(cfg) -> None:
     """What can be checked before the run is rebuilt."""
-    if cfg.k < 1:
+    if cfg.k is None or cfg.k < 1:
         raise ConfigError(f"k={cfg.k}: recommend at least one item (e.g. k=20)")
-    if cfg.batch_size < 1:
+    if cfg.batch_size is None or cfg.batch_size < 1:
         raise ConfigError(f"batch_size={cfg.batch_size}: use a positive number of users (e.g. 256)")
+    if not isinstance(cfg.overwrite, bool):
+        raise ConfigError(f"overwrite={cfg.overwrite!r}: use true or false")
     if cfg.filter_seen is not None and not isinstance(cfg.filter_seen, bool):
         raise ConfigError(f"filter_seen={cfg.filter_seen!r}: use true, false or null (the run's own)")
     if cfg.history is None and (cfg.times is not None or cfg.event_types is not None):
