@@ -1,70 +1,28 @@
 """``recsys evaluate ckpt=PATH``: rebuild a run from its checkpoint alone and evaluate it.
 
-The checkpoint carries the run's resolved config and item vocabulary; the data module is rebuilt
-from that config (prepared data comes from the cache or is prepared again, deterministically), the
-vocabulary is checked against the stored one, and the weights are loaded with
-``torch.load(weights_only=True)``. Overrides of the run's config are allowed and printed.
+The run is rebuilt by :func:`recsys_cli.runs.load_run` (config, data, vocabulary check, weights
+read with ``torch.load(weights_only=True)``); overrides of the run's config are allowed and printed.
 Evaluation runs in one process, on the run's accelerator when this machine has it, else the CPU.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from recsys_cli.builders import (
-    apply_threads,
-    build,
-    build_datamodule,
-    build_module,
-    trainer_settings,
-)
-from recsys_cli.checkpoints import load_run_checkpoint
-from recsys_cli.compose import compose_train, config_groups
-from recsys_cli.config_paths import CONF_DIR
+from recsys_cli.builders import build, trainer_settings
 from recsys_cli.errors import ConfigError
 from recsys_cli.io import write_json_atomic
 from recsys_cli.reporting import format_table, held_out_line, model_notes
 from recsys_cli.run_folders import run_folder_of
+from recsys_cli.runs import load_run
 
 log = logging.getLogger(__name__)
-
-# the keys of conf/evaluate.yaml; every other key=value of the command line overrides the run's config
-EVALUATE_KEYS = ("ckpt", "stage", "ablate_scales", "output_dir")
-# what train's users write for "the folder this command writes to": read as output_dir
-OUTPUT_ALIASES = ("hydra.run.dir",)
-
-
-def evaluate_config(argv: list[str]) -> tuple[DictConfig, list[str]]:
-    """Split ``recsys evaluate`` arguments into the evaluate config (``conf/evaluate.yaml`` with
-    ``ckpt``, ``stage``, ``ablate_scales`` set) and the overrides of the run's own config."""
-    cfg = OmegaConf.load(CONF_DIR / "evaluate.yaml")
-    own, rest = [], []
-    for item in argv:
-        key, sep, value = item.lstrip("+").partition("=")
-        if key in OUTPUT_ALIASES:
-            item, key = f"output_dir{sep}{value}", "output_dir"
-        (own if key in EVALUATE_KEYS else rest).append(item.lstrip("+"))
-    for item in own:
-        key, _, value = item.partition("=")
-        cfg[key] = yaml.safe_load(value) if value else None
-    if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
-        raise ConfigError("recsys evaluate needs ckpt=PATH (e.g. ckpt=runs/<date>/<time>/checkpoints/best.ckpt)")
-    if cfg.stage not in ("val", "test"):
-        raise ConfigError(f"stage={cfg.stage!r}: use stage=val or stage=test")
-    if not isinstance(cfg.ablate_scales, bool):
-        raise ConfigError(f"ablate_scales={cfg.ablate_scales!r}: use true or false")
-    cfg.ckpt = str(cfg.ckpt)
-    if cfg.output_dir is not None:
-        cfg.output_dir = str(cfg.output_dir)
-    return cfg, rest
 
 
 def reports_folder(ckpt_path: str, output_dir: str | None) -> Path:
@@ -75,28 +33,6 @@ def reports_folder(ckpt_path: str, output_dir: str | None) -> Path:
         return Path(output_dir)
     run = run_folder_of(ckpt_path)
     return (run if run is not None else Path(ckpt_path).resolve().parent) / "evaluations"
-
-
-def apply_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
-    """Apply ``key=value`` (dotted key) and ``group=option`` (config group) overrides to a stored
-    run config. Group options are read from ``conf/``; everything else stays as the run had it."""
-    applied = []
-    groups = set(config_groups())
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        key = key.lstrip("+")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r}: write key=value (e.g. data.path=/data/ml-1m)")
-        if key in groups:  # a config group (data, trainer, data/split...): compose it from conf/, graft it in
-            fresh = compose_train([item])
-            dotted = key.replace("/", ".")
-            OmegaConf.update(cfg, dotted, OmegaConf.select(fresh, dotted), merge=False)
-        else:
-            if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
-                raise ConfigError(f"override {item!r}: the run's config has no key '{key}'")
-            OmegaConf.update(cfg, key, yaml.safe_load(value) if value else None, merge=True)
-        applied.append(item)
-    return applied
 
 
 def evaluate_device(cfg: DictConfig) -> dict[str, Any]:
@@ -115,38 +51,9 @@ def evaluate(
     """Evaluate the checkpoint on ``stage`` of its run's split (or of the overridden config);
     prints a table and writes ``<time>-<stage>.json`` to :func:`reports_folder` (by default
     ``<run>/evaluations/``); returns the report."""
-    ckpt = load_run_checkpoint(ckpt_path)  # a checkpoint of an older format is upgraded
-    info = ckpt["recsys"]
-    cfg = OmegaConf.create(info["config"])
-    applied = apply_overrides(cfg, overrides)
     reports = reports_folder(ckpt_path, output_dir)
-    print(f"Overrides of the run's config: {' '.join(applied)}" if applied else "Overrides of the run's config: none")
-    apply_threads(cfg)
-
-    dm = build_datamodule(cfg)
-    data = dm.load()
-    stored = info["item_vocab"]
-    if [str(v) for v in data.item_vocab] != stored:
-        raise ConfigError(
-            f"the data now has {data.num_items} items but the checkpoint was trained on {len(stored)} "
-            "with a different item vocabulary; evaluate on the same dataset (check data.path and "
-            "data.preparation)"
-        )
-    if data.fingerprint != info.get("data_fingerprint"):
-        print(
-            f"Warning: The prepared data differs from the data the run was trained on (fingerprint "
-            f"{data.fingerprint}, trained on {info.get('data_fingerprint')}): the input files, the preparation "
-            "settings or the code changed; metrics may differ from training's",
-            file=sys.stderr,
-        )
-    module = build_module(cfg, dm, info)
-    try:
-        module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        raise ConfigError(
-            f"ckpt={ckpt_path}: the weights do not fit the model built from the config "
-            f"({str(err).splitlines()[0][:160]}); do not override model.* or scales.* when evaluating"
-        ) from None
+    run = load_run(ckpt_path, overrides)
+    cfg, dm, data, module, info, applied = run.cfg, run.dm, run.data, run.module, run.info, run.overrides
     trainer = build(
         trainer_settings(cfg),
         "trainer",
@@ -156,10 +63,10 @@ def evaluate(
         default_root_dir=str(reports),
         **evaluate_device(cfg),
     )
-    run = trainer.validate if stage == "val" else trainer.test
+    evaluate_stage = trainer.validate if stage == "val" else trainer.test
 
     results: dict[str, dict[str, float]] = {}
-    run(module, datamodule=dm, verbose=False)
+    evaluate_stage(module, datamodule=dm, verbose=False)
     results["all scales"] = module.results[stage]
     if ablate_scales:
         masks = module.ablation_masks()
@@ -167,7 +74,7 @@ def evaluate(
             raise ConfigError("ablate_scales=true: this model has no time-window scales to remove")
         for name, keep in masks:
             with module.without_scales(keep):
-                run(module, datamodule=dm, verbose=False)
+                evaluate_stage(module, datamodule=dm, verbose=False)
             results[f"without {name}"] = module.results[stage]
 
     seen = "filtered" if module.filter_seen else "kept"

@@ -115,9 +115,10 @@ class CaseBatches(Dataset):
         what batches are bucketed by."""
         return np.minimum(self.ends - self.starts, self.max_len + self.history_len)
 
-    def __getitem__(self, case_ids) -> dict[str, torch.Tensor]:
-        case_ids = np.asarray(case_ids)
-        ends, starts = self.ends[case_ids], self.starts[case_ids]
+    def memory_fields(self, ends: np.ndarray, starts: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+        """The memory of cases ending before ``ends`` [B] (exclusive) of users starting at
+        ``starts`` [B]: the event fields (and context, window fields) [B, H + L], their global
+        indices ``idx`` [B, H + L] and which are events (``valid``; the rest is left padding)."""
         idx = ends[:, None] + self._span[None, :]  # [B, H + L] global event indices
         valid = idx >= starts[:, None]
         idx = np.where(valid, idx, 0)
@@ -132,6 +133,20 @@ class CaseBatches(Dataset):
             batch["context"] = np.stack([np.where(valid, codes[idx], 0) for codes in d.context.values()], axis=-1)
         if self.features is not None:
             batch.update(self._window_fields(idx[:, -self.max_len :], valid[:, -self.max_len :], ends))
+        return batch, idx, valid
+
+    def seen_items(self, ends: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """[B, P] the items of ``[starts, ends)`` of each case, left-aligned, padded with 0."""
+        lengths = ends - starts
+        seen_idx = starts[:, None] + np.arange(lengths.max())[None, :]
+        seen_valid = seen_idx < ends[:, None]
+        return np.where(seen_valid, self.data.items[np.where(seen_valid, seen_idx, 0)], 0)
+
+    def __getitem__(self, case_ids) -> dict[str, torch.Tensor]:
+        case_ids = np.asarray(case_ids)
+        ends, starts = self.ends[case_ids], self.starts[case_ids]
+        batch, idx, valid = self.memory_fields(ends, starts)
+        d = self.data
         batch["users"] = self.users[case_ids]
         if self.evaluation:
             # only the newest position is supervised: the held-out item
@@ -139,10 +154,7 @@ class CaseBatches(Dataset):
                 column = np.zeros((len(ends), self.max_len), dtype=np.int64)
                 column[:, -1] = values[ends]
                 batch[field] = column
-            lengths = ends - starts
-            seen_idx = starts[:, None] + np.arange(lengths.max())[None, :]
-            seen_valid = seen_idx < ends[:, None]
-            batch["seen"] = np.where(seen_valid, d.items[np.where(seen_valid, seen_idx, 0)], 0)
+            batch["seen"] = self.seen_items(ends, starts)
         else:
             # targets of the L encoder positions: the next event, if it is in the training range
             last = idx[:, -self.max_len :]
@@ -154,7 +166,6 @@ class CaseBatches(Dataset):
         if self.trim:
             batch = trim_padding(batch, self.max_len)
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
-
 
     def _window_fields(self, anchors: np.ndarray, valid: np.ndarray, ends: np.ndarray) -> dict:
         """``window_start`` [B, S, L] (memory coordinates) and ``scale_stats`` [B, S, L, F].

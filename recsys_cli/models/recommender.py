@@ -110,9 +110,10 @@ class SequenceRecommender(nn.Module):
     def forward(self, batch: Batch, keep: torch.Tensor | None = None, last_only: bool = False) -> ModelOutput:
         """User states [B, L, D] for the last L positions of ``batch`` (fields [B, H + L]; L is
         ``max_len``, or fewer when the batch's leading padding was trimmed). ``last_only``: the
-        newest position's state alone, [B, 1, D] (evaluation): the encoder still reads every
-        position, the scales and the fusion only work for the newest."""
-        L = batch["targets"].shape[1]
+        newest position's state alone, [B, 1, D] (evaluation, recommendation): the encoder still
+        reads every position, the scales and the fusion only work for the newest. The batch
+        needs no targets (a query has none): L follows from the memory's width."""
+        L = min(self.max_len, batch["items"].shape[1])
         A = 1 if last_only else L  # the positions whose states are returned (the last A)
         table = self.items(batch)  # [N + 1, D]
         x = self.embed(batch, table)

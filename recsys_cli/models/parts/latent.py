@@ -41,7 +41,8 @@ class VariationalLatent(ModelPart):
     def forward(self, z: torch.Tensor, batch: Batch, aux: dict[str, torch.Tensor]) -> torch.Tensor:
         mu, logvar = self.mean(z), self.logvar(z).clamp(-10.0, 10.0)
         aux["latent_mu"], aux["latent_logvar"] = mu, logvar
-        aux["latent_mask"] = batch["targets"][:, -z.shape[1] :] > 0
+        if "targets" in batch:  # the supervised positions (a query has none)
+            aux["latent_mask"] = batch["targets"][:, -z.shape[1] :] > 0
         if not self.training:
             return mu
         return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
