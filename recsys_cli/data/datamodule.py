@@ -134,6 +134,7 @@ class CaseBatches(Dataset):
             batch.update(self._window_fields(idx[:, -self.max_len :], valid[:, -self.max_len :], ends))
         batch["users"] = self.users[case_ids]
         if self.evaluation:
+            batch["case"] = case_ids  # which evaluation case (per-case results name it)
             # only the newest position is supervised: the held-out item
             for field, values in (("targets", d.items), ("target_types", d.event_types), ("target_times", d.times)):
                 column = np.zeros((len(ends), self.max_len), dtype=np.int64)
