@@ -12,6 +12,7 @@ import numpy as np
 import polars
 
 from recsys_cli.analysis.cases import write_cases_file
+from recsys_cli.analysis.plots import draw_quietly, draw_run
 from recsys_cli.data.prepared_data import PreparedData
 from recsys_cli.errors import RecsysError
 from recsys_cli.io import atomic_write, write_json_atomic
@@ -105,11 +106,13 @@ def objective(report: dict[str, Any], metric: str) -> float:
 
 
 def write_run_report(run_dir: Path, report: dict[str, Any]) -> None:
-    """Write ``metrics.json`` (and ``scale_weights.json``) and print the run's summary."""
+    """Write ``metrics.json`` (and ``scale_weights.json``), draw the run's pictures (``plots/``)
+    and print the run's summary."""
     weights = report["scale_weights"]
     write_json_atomic(run_dir / "metrics.json", report)
     if weights:
         write_json_atomic(run_dir / "scale_weights.json", weights)
+    draw_quietly(str(run_dir), lambda: draw_run(run_dir))  # plots/: one warning line at worst
     seen = "filtered from" if report["filter_seen"] else "kept in"
     print(f"\nRun directory: {run_dir}\nSeen items {seen} the ranking (metrics.filter_seen)")
     held = report["data"].get("cold_items")

@@ -24,6 +24,8 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
+from recsys_cli.analysis.plots import draw_quietly, draw_sweep
+from recsys_cli.analysis.sweeps import format_groups, seed_groups
 from recsys_cli.errors import ConfigError
 from recsys_cli.io import atomic_write, load_checkpoint, write_text_atomic
 from recsys_cli.training.divergence import Diverged, nan_weights
@@ -301,7 +303,9 @@ def write_summary(sweep_dir: Path, rows: list[dict[str, Any]], shown_metrics: li
     """Write summary.csv (every column) and summary.md in ``sweep_dir``; returns the Markdown table.
 
     The Markdown table keeps the swept values, the status, ``shown_metrics`` (all metrics if None)
-    and the error column; the full overrides and every metric are in the CSV.
+    and the error column; the full overrides and every metric are in the CSV. A sweep over
+    ``seed`` also gets the mean and standard deviation of every metric per configuration (the
+    swept values other than the seed): summary_by_config.csv, and a second table in summary.md.
     """
     columns: list[str] = []
     for row in rows:
@@ -325,6 +329,15 @@ def write_summary(sweep_dir: Path, rows: list[dict[str, Any]], shown_metrics: li
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(cell(row.get(c)) for c in shown) + " |" for row in rows]
     table = "\n".join(lines) + "\n"
+    groups = seed_groups(rows, metric_columns)  # several seeds: mean and std per configuration
+    if groups:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(groups[0]))
+        writer.writeheader()
+        writer.writerows(groups)
+        write_text_atomic(sweep_dir / "summary_by_config.csv", buffer.getvalue())
+        table += "\nMean ± standard deviation over seeds, per configuration (summary_by_config.csv):\n\n"
+        table += format_groups(groups, keep)
     write_text_atomic(sweep_dir / "summary.md", table)
     return table
 
@@ -360,6 +373,8 @@ class SweepSummary(HydraCallback):
             return
         shown = headline_metrics(str(config.optimized_metric))
         table = write_summary(sweep_dir, rows, shown)
+        metric = next((m for m in ("test/ndcg@10", shown[0]) if any(m in row for row in rows)), shown[0])
+        draw_quietly(str(sweep_dir), lambda: draw_sweep(sweep_dir, rows, seed_groups(rows), metric))
         failed = sum(row["status"] != "ok" for row in rows)  # "failed" or "diverged"
         diverged = sum(row["status"] == "diverged" for row in rows)
         _sweep_outcomes.append((len(rows), failed, sweep_dir / "summary.csv"))
