@@ -28,44 +28,12 @@ from recsys_cli.builders import (
 )
 from recsys_cli.checkpoints import load_run_checkpoint
 from recsys_cli.compose import compose_train, config_groups
-from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.errors import ConfigError
 from recsys_cli.io import write_json_atomic
 from recsys_cli.reporting import format_table, held_out_line, model_notes, write_test_cases
 from recsys_cli.run_folders import run_folder_of
 
 log = logging.getLogger(__name__)
-
-# the keys of conf/evaluate.yaml; every other key=value of the command line overrides the run's config
-EVALUATE_KEYS = ("ckpt", "stage", "ablate_scales", "output_dir")
-# what train's users write for "the folder this command writes to": read as output_dir
-OUTPUT_ALIASES = ("hydra.run.dir",)
-
-
-def evaluate_config(argv: list[str]) -> tuple[DictConfig, list[str]]:
-    """Split ``recsys evaluate`` arguments into the evaluate config (``conf/evaluate.yaml`` with
-    ``ckpt``, ``stage``, ``ablate_scales`` set) and the overrides of the run's own config."""
-    cfg = OmegaConf.load(CONF_DIR / "evaluate.yaml")
-    own, rest = [], []
-    for item in argv:
-        key, sep, value = item.lstrip("+").partition("=")
-        if key in OUTPUT_ALIASES:
-            item, key = f"output_dir{sep}{value}", "output_dir"
-        (own if key in EVALUATE_KEYS else rest).append(item.lstrip("+"))
-    for item in own:
-        key, _, value = item.partition("=")
-        cfg[key] = yaml.safe_load(value) if value else None
-    if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
-        raise ConfigError("recsys evaluate needs ckpt=PATH (e.g. ckpt=runs/<date>/<time>/checkpoints/best.ckpt)")
-    if cfg.stage not in ("val", "test"):
-        raise ConfigError(f"stage={cfg.stage!r}: use stage=val or stage=test")
-    if not isinstance(cfg.ablate_scales, bool):
-        raise ConfigError(f"ablate_scales={cfg.ablate_scales!r}: use true or false")
-    cfg.ckpt = str(cfg.ckpt)
-    if cfg.output_dir is not None:
-        cfg.output_dir = str(cfg.output_dir)
-    return cfg, rest
-
 
 def reports_folder(ckpt_path: str, output_dir: str | None) -> Path:
     """Where a report of ``ckpt_path`` goes: ``output_dir`` when given, else ``evaluations/`` in the

@@ -93,7 +93,7 @@ def test_train_prints_a_progress_bar(recsys, tmp_path):
 
 
 def test_train_task_returns_the_optimized_metric(cache_dir, tmp_path):
-    from recsys_cli.cli import train_task
+    from recsys_cli.commands.train import train_task
 
     cfg = compose_train([*TINY_BASELINE, "model=popularity", "optimized_metric=val/hr@5",
                          f"paths.cache_dir={cache_dir}", f"paths.run_dir={tmp_path / 'run'}"])

@@ -4,6 +4,7 @@ module, model with its partials called, loss, optimizer, trainer with callbacks 
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from recsys_cli.builders import build, build_datamodule, build_model, build_objective, build_trainer
 from recsys_cli.checks import validate_config
+from recsys_cli.commands import command_arguments, commands, key_comments
 from recsys_cli.compose import check_resolvable, compose_train, config_groups, group_options
 from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.contract import DataSpec, ScaleSet
-from recsys_cli.evaluate import EVALUATE_KEYS
+from recsys_cli.errors import ConfigError
 
 ALL_YAML = sorted(CONF_DIR.rglob("*.yaml"))
 # a shared parent of the dataset files (name: ???, no reader), not an option to choose
@@ -64,7 +66,9 @@ def test_the_walk_finds_every_yaml_file():
     in_groups = {p for p in ALL_YAML if str(p.parent.relative_to(CONF_DIR)) in groups}
     top_level = {p.name for p in ALL_YAML if p.parent == CONF_DIR}
     assert in_groups | {CONF_DIR / name for name in top_level} == set(ALL_YAML)
-    assert top_level == {"train.yaml", "evaluate.yaml"}
+    # the registry's rule: train's config, and one file per verb that has keys of its own
+    own = {f"{c.name}.yaml" for c in commands().values() if c.config}
+    assert top_level == {"train.yaml"} | own
 
 
 @pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: str(p.relative_to(CONF_DIR)))
@@ -89,10 +93,38 @@ def test_experiment_files_open_with_package_and_command(name):
     assert (lines[1] + " ").startswith(f"# recsys train +experiment={name} ")
 
 
-def test_evaluate_config_has_the_evaluate_keys():
-    cfg = OmegaConf.load(CONF_DIR / "evaluate.yaml")
-    assert tuple(cfg) == EVALUATE_KEYS
-    assert OmegaConf.is_missing(cfg, "ckpt")
+@pytest.mark.parametrize("name", [c.name for c in commands().values() if c.config])
+def test_every_key_of_a_verb_has_a_comment_and_required_keys_are_named(name):
+    path = CONF_DIR / f"{name}.yaml"
+    cfg = OmegaConf.load(path)
+    comments = key_comments(path)
+    assert set(comments) == set(cfg.keys()) and all(comments.values()), comments
+    required = [k for k in cfg if OmegaConf.is_missing(cfg, k)]
+    if required:
+        with pytest.raises(ConfigError, match=f"recsys {name} needs {required[0]}="):
+            command_arguments(name, [])
+
+
+def test_verb_arguments_split_into_own_keys_and_run_overrides():
+    cfg, rest = command_arguments(
+        "evaluate", ["ckpt=a/b.ckpt", "data/split=temporal", "+stage=val", "hydra.run.dir=out", "model.dim=8"],
+        {"hydra.run.dir": "output_dir"},
+    )
+    assert (cfg.ckpt, cfg.stage, cfg.output_dir, cfg.ablate_scales) == ("a/b.ckpt", "val", "out", False)
+    assert rest == ["data/split=temporal", "model.dim=8"]
+    with pytest.raises(ConfigError, match="ablate_scales='yes please': use true or false"):
+        command_arguments("evaluate", ["ckpt=x", "ablate_scales=yes please"])
+
+
+def test_a_new_verb_is_one_module_and_one_config():
+    """The registry finds a verb from its module alone; the one-verb-per-module layout holds."""
+    verbs = commands()
+    assert list(verbs)[:3] == ["train", "evaluate", "prepare"]
+    for name, command in verbs.items():
+        module = importlib.import_module(f"recsys_cli.commands.{name}")
+        assert module.COMMAND is command and callable(command.run)
+        # train is Hydra's app on conf/train.yaml; prepare reads train's overrides
+        assert (CONF_DIR / f"{name}.yaml").is_file() == (command.config or command.hydra_app)
 
 
 def test_hydra_config_builds_the_sweep_summary():

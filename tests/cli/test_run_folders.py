@@ -126,7 +126,7 @@ def test_other_ranks_of_a_ddp_run_join_the_first_ones_folder(tmp_path, monkeypat
     """Lightning's DDP launcher re-runs the command with hydra.run.dir set to the first process's
     folder (LOCAL_RANK set), as torchrun and srun give every rank the same folder (RANK,
     SLURM_PROCID): the first process has already written there, the others must not refuse it."""
-    from recsys_cli.cli import check_train_args
+    from recsys_cli.commands.train import check_train_args
 
     fake_run(tmp_path / "run")
     argv = [*FAST, f"hydra.run.dir={tmp_path / 'run'}"]

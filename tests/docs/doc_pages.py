@@ -11,9 +11,12 @@ from pathlib import Path
 
 from conftest import REPO
 
+from recsys_cli.commands import commands
+
 FENCE = re.compile(r"^\s*```(\S*)\s*$")
 ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
-VERBS = ("train", "evaluate", "prepare")
+# the verbs of the command registry (train, evaluate, prepare, ...)
+VERBS = tuple(commands())
 
 
 def doc_files() -> list[Path]:
@@ -23,7 +26,8 @@ def doc_files() -> list[Path]:
 
 FENCE = re.compile(r"^\s*```(\S*)\s*$")
 ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
-VERBS = ("train", "evaluate", "prepare")
+# the verbs of the command registry (train, evaluate, prepare, ...)
+VERBS = tuple(commands())
 
 
 @dataclass(frozen=True)
@@ -124,13 +128,13 @@ def tokens(text: str) -> list[str]:
 
 
 def recsys_calls(words: list[str]) -> list[tuple[str, list[str]]]:
-    """``(verb, arguments)`` of every ``recsys train|evaluate|prepare`` in a command (also after
+    """``(verb, arguments)`` of every ``recsys VERB`` in a command (also after
     ``torchrun ... --no-python`` or ``srun``, and inside a quoted argument)."""
     calls = []
     for i, word in enumerate(words):
         if word == "recsys" and i + 1 < len(words) and words[i + 1] in VERBS:
             calls.append((words[i + 1], words[i + 2 :]))
             break
-        if " " in word and re.search(r"\brecsys (train|evaluate|prepare)\b", word):
+        if " " in word and re.search(rf"\brecsys ({'|'.join(VERBS)})\b", word):
             calls += recsys_calls(tokens(word))
     return calls

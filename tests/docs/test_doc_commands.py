@@ -26,6 +26,7 @@ from doc_pages import Command, all_commands, recsys_calls, tokens
 from omegaconf import DictConfig, OmegaConf
 
 from recsys_cli.checks import validate_config
+from recsys_cli.commands import commands
 from recsys_cli.compose import (
     check_resolvable,
     compose_train,
@@ -33,7 +34,6 @@ from recsys_cli.compose import (
     parse_overrides,
     sweep_jobs,
 )
-from recsys_cli.evaluate import EVALUATE_KEYS
 
 
 def is_placeholder(value: str) -> bool:
@@ -161,12 +161,16 @@ def check_command(command: Command) -> int:
     for verb, args in recsys_calls(words):
         if command.inline and not args:
             continue  # the command's name in a sentence
-        if verb == "evaluate":
-            # recsys evaluate's own keys (ckpt, stage, ablate_scales) apart, the rest overrides the
-            # run's config: they must compose as train overrides (not validated: a stored run has
-            # its own values, e.g. data.path)
-            own = [a for a in args if a.partition("=")[0].lstrip("+") in EVALUATE_KEYS]
-            assert any(a.startswith("ckpt=") for a in own), "recsys evaluate needs ckpt=..."
+        command = commands()[verb]
+        if command.config:
+            # the verb's own keys (conf/<verb>.yaml: ckpt, stage, k, ...) apart, the rest overrides
+            # the run's config: they must compose as train overrides (not validated: a stored run
+            # has its own values, e.g. data.path)
+            keys = OmegaConf.load(command.config_path)
+            own = [a for a in args if a.partition("=")[0].lstrip("+") in set(keys.keys())]
+            for key in keys.keys():
+                if OmegaConf.is_missing(keys, key):
+                    assert any(a.startswith(f"{key}=") for a in own), f"recsys {verb} needs {key}=..."
             rest = [a for a in args if a not in own]
             composed += check_train_overrides(overrides_of(rest), validate=False)
         else:
