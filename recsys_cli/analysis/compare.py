@@ -153,8 +153,8 @@ def holm(pvalues: list[float]) -> list[float]:
 
 
 def default_metrics(contenders: list[Contender]) -> list[str]:
-    """NDCG, HR and MRR at every K of the first run (at least @10)."""
-    ks = sorted(set(contenders[0].ks) | {10})
+    """NDCG, HR and MRR at 10, then at every other K of the first run."""
+    ks = [10] + sorted(set(contenders[0].ks) - {10})
     return [f"{name}@{k}" for k in ks for name in ("ndcg", "hr", "mrr")]
 
 

@@ -1,7 +1,7 @@
 """Sweep rows grouped by configuration: the mean and standard deviation over seeds.
 
-A sweep's rows (one per job: the swept values, ``status`` and every final metric, see
-:func:`recsys_cli.training.callbacks.sweep_rows`) are grouped by their swept values other than
+A sweep's rows (one per job: the swept values, ``status`` and every final metric,
+:func:`sweep_rows`) are grouped by their swept values other than
 ``seed``: one configuration per group. Each group gets its number of finished runs, its seeds,
 and per metric the mean and the sample standard deviation (``ddof=1``; none for a single run)
 over its finished runs (status ``ok``); failed runs are counted, never averaged.
@@ -9,10 +9,13 @@ over its finished runs (status ``ok``); failed runs are counted, never averaged.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 SEED = "seed"
 # the columns of a sweep row that are neither swept values nor metrics
@@ -74,3 +77,45 @@ def format_groups(groups: list[dict[str, Any]], metrics: list[str]) -> str:
             cells.append("" if mean is None else f"{mean:.4f}" + ("" if std is None else f" ± {std:.4f}"))
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _job_overrides(job_dir: Path) -> list[str]:
+    """The overrides Hydra recorded for one job (``<job>/.hydra/overrides.yaml``)."""
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.exists():
+        return []
+    return [str(o) for o in (yaml.safe_load(path.read_text()) or [])]
+
+
+def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job directory of a sweep: the swept values, status and every final metric.
+
+    Overrides that differ between jobs get a column each (``model/encoder``: ``gru``); ``overrides``
+    keeps every override of the job.
+    """
+    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    overrides = {job: _job_overrides(job) for job in jobs}
+    values = {job: dict(item.partition("=")[::2] for item in items) for job, items in overrides.items()}
+    keys = list(dict.fromkeys(key for job in jobs for key in values[job]))
+    swept = [key for key in keys if len({values[job].get(key) for job in jobs}) > 1]
+    rows = []
+    for job in jobs:
+        row: dict[str, Any] = {"job": int(job.name)}
+        row.update({key.lstrip("+~"): values[job].get(key, "") for key in swept})
+        report = job / "metrics.json"
+        if report.exists():
+            result = json.loads(report.read_text())
+            row["status"] = result.get("status", "ok")
+            for stage in ("val", "test"):
+                for name, value in (result.get(stage) or {}).items():
+                    row[f"{stage}/{name}"] = value
+            if result.get("seconds_per_epoch") is not None:
+                row["s/epoch"] = result["seconds_per_epoch"]
+            if result.get("error"):
+                row["error"] = result["error"]
+        else:
+            row["status"] = "failed"
+            row["error"] = "no metrics.json (the job died before reporting)"
+        row["overrides"] = " ".join(overrides[job])
+        rows.append(row)
+    return rows

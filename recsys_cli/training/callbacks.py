@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import random
 import shutil
@@ -16,7 +15,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import yaml
 from hydra.experimental.callback import Callback as HydraCallback
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig
@@ -25,7 +23,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from recsys_cli.analysis.plots import draw_quietly, draw_sweep
-from recsys_cli.analysis.sweeps import format_groups, seed_groups
+from recsys_cli.analysis.sweeps import format_groups, seed_groups, sweep_rows
 from recsys_cli.errors import ConfigError
 from recsys_cli.io import atomic_write, load_checkpoint, write_text_atomic
 from recsys_cli.training.divergence import Diverged, nan_weights
@@ -255,48 +253,6 @@ def _loaders(loaders: Any) -> list[DataLoader]:
     if isinstance(loaders, dict):
         loaders = list(loaders.values())
     return [loader for item in (loaders or []) for loader in _loaders(item)] if isinstance(loaders, (list, tuple)) else []
-
-
-def _job_overrides(job_dir: Path) -> list[str]:
-    """The overrides Hydra recorded for one job (``<job>/.hydra/overrides.yaml``)."""
-    path = job_dir / ".hydra" / "overrides.yaml"
-    if not path.exists():
-        return []
-    return [str(o) for o in (yaml.safe_load(path.read_text()) or [])]
-
-
-def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job directory of a sweep: the swept values, status and every final metric.
-
-    Overrides that differ between jobs get a column each (``model/encoder``: ``gru``); ``overrides``
-    keeps every override of the job.
-    """
-    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    overrides = {job: _job_overrides(job) for job in jobs}
-    values = {job: dict(item.partition("=")[::2] for item in items) for job, items in overrides.items()}
-    keys = list(dict.fromkeys(key for job in jobs for key in values[job]))
-    swept = [key for key in keys if len({values[job].get(key) for job in jobs}) > 1]
-    rows = []
-    for job in jobs:
-        row: dict[str, Any] = {"job": int(job.name)}
-        row.update({key.lstrip("+~"): values[job].get(key, "") for key in swept})
-        report = job / "metrics.json"
-        if report.exists():
-            result = json.loads(report.read_text())
-            row["status"] = result.get("status", "ok")
-            for stage in ("val", "test"):
-                for name, value in (result.get(stage) or {}).items():
-                    row[f"{stage}/{name}"] = value
-            if result.get("seconds_per_epoch") is not None:
-                row["s/epoch"] = result["seconds_per_epoch"]
-            if result.get("error"):
-                row["error"] = result["error"]
-        else:
-            row["status"] = "failed"
-            row["error"] = "no metrics.json (the job died before reporting)"
-        row["overrides"] = " ".join(overrides[job])
-        rows.append(row)
-    return rows
 
 
 def write_summary(sweep_dir: Path, rows: list[dict[str, Any]], shown_metrics: list[str] | None = None) -> str:
