@@ -16,7 +16,7 @@ pip install 'recsys-cli[tune]'. Example: recsys tune +experiment=synthetic_tune"
 def run(argv: list[str]) -> None:
     import logging
 
-    from recsys_cli.tuning.tuner import run_tune
+    from recsys_cli.tune import run_tune
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     own, rest = command_arguments("tune", argv)

@@ -1,4 +1,5 @@
-"""``recsys tune``: a search over the train config with Optuna, one normal run per trial.
+"""``recsys tune``: a search over the train config with Optuna, one normal run per trial (the
+search space and the pruning callback: :mod:`recsys_cli.tuning`).
 
 The experiment file declares the search in a ``tune`` block (see ``conf/experiment/ml100k_tune.yaml``):
 the space (:mod:`recsys_cli.tuning.space`), the trial budget (``trials``), the sampler's seed
