@@ -23,8 +23,6 @@ one error line saying so.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from recsys_cli.analysis.sweeps import write_rows_csv
 from recsys_cli.errors import ConfigError, RecsysError
 from recsys_cli.io import write_json_atomic, write_text_atomic
 from recsys_cli.tuning.space import as_overrides, check_space, suggest
@@ -174,11 +173,7 @@ def write_tune_summary(folder: Path, study, metric: str, show: bool = False) -> 
         row["run_dir"] = t.user_attrs.get("run_dir")
         rows.append(row)
     columns = list(rows[0]) if rows else ["trial"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(folder / "summary.csv", buffer.getvalue())
+    write_rows_csv(folder / "summary.csv", rows)
 
     def cell(value: Any) -> str:
         return f"{value:.4g}" if isinstance(value, float) else ("" if value is None else str(value))

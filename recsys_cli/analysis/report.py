@@ -11,15 +11,13 @@ each job's pictures in ``DIR/<name>/<job>/``. ``DIR/summary.csv`` has one row pe
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 from recsys_cli.analysis import plots
-from recsys_cli.analysis.sweeps import format_groups, seed_groups, sweep_rows
+from recsys_cli.analysis.sweeps import format_groups, seed_groups, sweep_rows, write_rows_csv
 from recsys_cli.errors import RecsysError
 from recsys_cli.io import write_text_atomic
 
@@ -79,11 +77,7 @@ def build_report(paths: list[str], out_dir: Path) -> Path:
                 sections.append((f"{name}/{job.name}", "", plots.draw_run(job, out_dir / name / job.name)))
         else:
             raise RecsysError(f"{folder}: neither a run folder (metrics.json) nor a sweep folder (numbered runs)")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["run"])
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(out_dir / "summary.csv", buffer.getvalue())
+    write_rows_csv(out_dir / "summary.csv", rows)
     page = out_dir / "report.html"
     write_text_atomic(page, render_html(rows, sections))
     return page

@@ -9,6 +9,8 @@ over its finished runs (status ``ok``); failed runs are counted, never averaged.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -17,9 +19,21 @@ from typing import Any
 import numpy as np
 import yaml
 
+from recsys_cli.io import write_text_atomic
+
 SEED = "seed"
 # the columns of a sweep row that are neither swept values nor metrics
 ROW_COLUMNS = ("job", "status", "s/epoch", "error", "overrides")
+
+
+def write_rows_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` as CSV atomically, one column per key in order of first appearance."""
+    columns = list(dict.fromkeys(c for row in rows for c in row)) or ["run"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
 
 
 def swept_columns(rows: list[dict[str, Any]]) -> list[str]:

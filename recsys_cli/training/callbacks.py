@@ -4,8 +4,6 @@ resumes; the sweep summary (divergence detection: :mod:`recsys_cli.training.dive
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import random
 import shutil
@@ -23,7 +21,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from recsys_cli.analysis.plots import draw_quietly, draw_sweep
-from recsys_cli.analysis.sweeps import format_groups, seed_groups, sweep_rows
+from recsys_cli.analysis.sweeps import format_groups, seed_groups, sweep_rows, write_rows_csv
 from recsys_cli.errors import ConfigError
 from recsys_cli.io import atomic_write, load_checkpoint, write_text_atomic
 from recsys_cli.training.divergence import Diverged, nan_weights
@@ -263,14 +261,8 @@ def write_summary(sweep_dir: Path, rows: list[dict[str, Any]], shown_metrics: li
     ``seed`` also gets the mean and standard deviation of every metric per configuration (the
     swept values other than the seed): summary_by_config.csv, and a second table in summary.md.
     """
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(sweep_dir / "summary.csv", buffer.getvalue())
+    columns = list(dict.fromkeys(c for row in rows for c in row))
+    write_rows_csv(sweep_dir / "summary.csv", rows)
 
     def cell(value: Any) -> str:
         if isinstance(value, float):
@@ -287,11 +279,7 @@ def write_summary(sweep_dir: Path, rows: list[dict[str, Any]], shown_metrics: li
     table = "\n".join(lines) + "\n"
     groups = seed_groups(rows, metric_columns)  # several seeds: mean and std per configuration
     if groups:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(groups[0]))
-        writer.writeheader()
-        writer.writerows(groups)
-        write_text_atomic(sweep_dir / "summary_by_config.csv", buffer.getvalue())
+        write_rows_csv(sweep_dir / "summary_by_config.csv", groups)
         table += "\nMean ± standard deviation over seeds, per configuration (summary_by_config.csv):\n\n"
         table += format_groups(groups, keep)
     write_text_atomic(sweep_dir / "summary.md", table)

@@ -76,3 +76,17 @@ def test_the_sweep_chart_draws_the_configurations_numbers(tmp_path):
     assert bars == pytest.approx([np.mean([0.110, 0.112, 0.111]), np.mean([0.118, 0.121])])
     path = draw_sweep(sweep, rows, groups, "test/ndcg@10")
     assert path == sweep / "sweep.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_end_of_a_multirun_writes_the_configuration_table_and_the_chart(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from recsys_cli.training.callbacks import SweepSummary, take_sweep_outcomes
+
+    sweep = make_sweep(tmp_path / "sweep")
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}, "optimized_metric": "val/ndcg@10"})
+    SweepSummary().on_multirun_end(config)
+    assert take_sweep_outcomes() == [(6, 1, sweep / "summary.csv")]
+    assert (sweep / "summary_by_config.csv").is_file()
+    assert (sweep / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Mean ± standard deviation over seeds" in capsys.readouterr().out
