@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from recsys_cli.builders import build, trainer_settings
 from recsys_cli.errors import ConfigError
 from recsys_cli.io import write_json_atomic
-from recsys_cli.reporting import format_table, held_out_line, model_notes
+from recsys_cli.reporting import format_table, held_out_line, model_notes, write_test_cases
 from recsys_cli.run_folders import run_folder_of
 from recsys_cli.runs import load_run
 
@@ -101,6 +101,7 @@ def evaluate(
     path = reports / f"{report_stamp(time.time_ns())}-{stage}.json"
     write_json_atomic(path, report)
     print(f"Report: {path}")
+    write_test_cases(path.with_name(path.name.removesuffix(".json") + "_cases.parquet"), module, dm)
     return report
 
 

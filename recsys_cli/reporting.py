@@ -1,4 +1,6 @@
-"""What a run writes and prints: the vocabularies, the metrics table, ``metrics.json``."""
+"""What a run writes and prints: the vocabularies, the metrics table, ``metrics.json``, the
+per-case test results (:mod:`recsys_cli.analysis.cases`) and the pictures
+(:mod:`recsys_cli.analysis.plots`)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,12 @@ from typing import Any
 import numpy as np
 import polars
 
+from recsys_cli.analysis.cases import write_cases_file
+from recsys_cli.analysis.plots import draw_quietly, draw_run
 from recsys_cli.data.prepared_data import PreparedData
 from recsys_cli.errors import RecsysError
 from recsys_cli.io import atomic_write, write_json_atomic
-from recsys_cli.training.buckets import describe_buckets
+from recsys_cli.training.buckets import FREQUENCY_BUCKETS, describe_buckets
 
 _OBJECTIVE = re.compile(r"^(val|test)/(.+)$")
 
@@ -102,11 +106,13 @@ def objective(report: dict[str, Any], metric: str) -> float:
 
 
 def write_run_report(run_dir: Path, report: dict[str, Any]) -> None:
-    """Write ``metrics.json`` (and ``scale_weights.json``) and print the run's summary."""
+    """Write ``metrics.json`` (and ``scale_weights.json``), draw the run's pictures (``plots/``)
+    and print the run's summary."""
     weights = report["scale_weights"]
     write_json_atomic(run_dir / "metrics.json", report)
     if weights:
         write_json_atomic(run_dir / "scale_weights.json", weights)
+    draw_quietly(str(run_dir), lambda: draw_run(run_dir))  # plots/: one warning line at worst
     seen = "filtered from" if report["filter_seen"] else "kept in"
     print(f"\nRun directory: {run_dir}\nSeen items {seen} the ranking (metrics.filter_seen)")
     held = report["data"].get("cold_items")
@@ -120,3 +126,29 @@ def write_run_report(run_dir: Path, report: dict[str, Any]) -> None:
         print(f"Scale weights (last epoch): {last}")
     if report["best_checkpoint"]:
         print(f"Evaluate again with: recsys evaluate ckpt={report['best_checkpoint']}")
+
+
+def write_test_cases(path: Path, module: Any, dm: Any) -> Path | None:
+    """Write the per-case results of ``module``'s last test (``module.test_cases``: case, item,
+    rank and bucket arrays) to ``path`` with each case's user and the raw ids (``dm``: the data
+    module the test ran on); None when no test ran."""
+    cases = getattr(module, "test_cases", None)
+    if cases is None:
+        return None
+    data = dm.load()
+    events = dm.split.test_targets[cases["case"]]  # each case's held-out event
+    users, items = data.user_of_event[events].astype(np.int64), cases["item"]
+    if not np.array_equal(data.items[events], items):
+        raise RecsysError("the per-case results do not match the test cases of the data (a bug: please report it)")
+    columns: dict[str, Any] = {
+        "user": users,
+        "user_id": [str(data.user_vocab[u]) for u in users.tolist()],
+        "item": items,
+        "item_id": [str(data.item_vocab[i - 1]) for i in items.tolist()],
+        "rank": cases["rank"],
+    }
+    if "bucket" in cases:
+        names = np.array([name for name, _ in FREQUENCY_BUCKETS])
+        columns["bucket"] = names[cases["bucket"]]
+    meta = {"stage": "test", "num_items": int(module.num_items), "ks": [int(k) for k in module.ks]}
+    return write_cases_file(Path(path), polars.DataFrame(columns), meta)

@@ -35,7 +35,7 @@ from recsys_cli.io import STALE_SECONDS, writer_alive, writer_tag
 CLAIM = ".recsys-run"
 RUN_FILES = (CLAIM, "config.yaml", "metrics.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt")
 # what overwrite=true removes of the run it replaces (the rest is rewritten by the new run)
-REPLACED = ("metrics.json", "scale_weights.json", "checkpoints", "evaluations")
+REPLACED = ("metrics.json", "scale_weights.json", "checkpoints", "evaluations", "test_cases.parquet", "plots")
 # environment variables that give a process's rank in a run of several processes (Lightning's
 # DDP children, torchrun, srun)
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK")

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from recsys_cli import __version__
+from recsys_cli.analysis.cases import CASES_FILE
 from recsys_cli.builders import (
     apply_threads,
     best_checkpoint,
@@ -28,7 +29,13 @@ from recsys_cli.builders import (
 from recsys_cli.checkpoints import initialise_from, make_run_info
 from recsys_cli.checks import check_against_data, check_resume, validate_config
 from recsys_cli.io import write_json_atomic, write_text_atomic
-from recsys_cli.reporting import model_notes, objective, save_vocab, write_run_report
+from recsys_cli.reporting import (
+    model_notes,
+    objective,
+    save_vocab,
+    write_run_report,
+    write_test_cases,
+)
 from recsys_cli.run_folders import claim_run_folder, launched_rank, release_claim
 from recsys_cli.training.divergence import Diverged
 
@@ -126,6 +133,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     report["objective"] = objective(report, cfg.optimized_metric)
     if trainer.is_global_zero:
+        write_test_cases(run_dir / CASES_FILE, module, dm)
         write_run_report(run_dir, report)
     return report
 

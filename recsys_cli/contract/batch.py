@@ -30,6 +30,8 @@ field                 shape           meaning
                                       ``DataSpec.stat_names``); scales only
 ``seen``              [B, P] int64    evaluation only: the items of the user's whole history before
                                       the target (ranking may filter them), padded with 0
+``case``              [B] int64       evaluation only: the case's index among the stage's cases
+                                      (what per-case results are matched to users and targets by)
 ====================  ==============  ==========================================================
 """
 
@@ -43,7 +45,7 @@ EVENT_FIELDS = ("items", "times", "event_types", "categories")
 WINDOW_FIELDS = ("window_start", "scale_stats")
 CASE_FIELDS = ("targets", "target_types", "target_times", "users")
 TRAIN_FIELDS = (*EVENT_FIELDS, *CASE_FIELDS)
-EVAL_FIELDS = (*EVENT_FIELDS, *CASE_FIELDS, "seen")
+EVAL_FIELDS = (*EVENT_FIELDS, *CASE_FIELDS, "seen", "case")
 
 
 class Batch(TypedDict, total=False):
@@ -61,6 +63,7 @@ class Batch(TypedDict, total=False):
     window_start: Tensor
     scale_stats: Tensor
     seen: Tensor
+    case: Tensor
 
 
 def eval_targets(batch: Batch) -> Tensor:

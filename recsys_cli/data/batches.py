@@ -118,7 +118,7 @@ def trim_padding(batch: dict[str, np.ndarray], max_len: int) -> dict[str, np.nda
             out[name] = value[:, :, -keep_l:] - k
         elif name in WINDOW_FIELDS:
             out[name] = value[:, :, -keep_l:]
-        elif name in ("users", "seen"):
+        elif name in ("users", "seen", "case"):
             out[name] = value
         else:  # event fields and context: [B, T, ...]
             out[name] = value[:, k:]

@@ -149,6 +149,7 @@ class CaseBatches(Dataset):
         d = self.data
         batch["users"] = self.users[case_ids]
         if self.evaluation:
+            batch["case"] = case_ids  # which evaluation case (per-case results name it)
             # only the newest position is supervised: the held-out item
             for field, values in (("targets", d.items), ("target_types", d.event_types), ("target_times", d.times)):
                 column = np.zeros((len(ends), self.max_len), dtype=np.int64)

@@ -4,9 +4,6 @@ resumes; the sweep summary (divergence detection: :mod:`recsys_cli.training.dive
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import random
 import shutil
@@ -16,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import yaml
 from hydra.experimental.callback import Callback as HydraCallback
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig
@@ -24,6 +20,8 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
+from recsys_cli.analysis.plots import draw_quietly, draw_sweep
+from recsys_cli.analysis.sweeps import format_groups, seed_groups, sweep_rows, write_rows_csv
 from recsys_cli.errors import ConfigError
 from recsys_cli.io import atomic_write, load_checkpoint, write_text_atomic
 from recsys_cli.training.divergence import Diverged, nan_weights
@@ -255,62 +253,16 @@ def _loaders(loaders: Any) -> list[DataLoader]:
     return [loader for item in (loaders or []) for loader in _loaders(item)] if isinstance(loaders, (list, tuple)) else []
 
 
-def _job_overrides(job_dir: Path) -> list[str]:
-    """The overrides Hydra recorded for one job (``<job>/.hydra/overrides.yaml``)."""
-    path = job_dir / ".hydra" / "overrides.yaml"
-    if not path.exists():
-        return []
-    return [str(o) for o in (yaml.safe_load(path.read_text()) or [])]
-
-
-def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job directory of a sweep: the swept values, status and every final metric.
-
-    Overrides that differ between jobs get a column each (``model/encoder``: ``gru``); ``overrides``
-    keeps every override of the job.
-    """
-    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    overrides = {job: _job_overrides(job) for job in jobs}
-    values = {job: dict(item.partition("=")[::2] for item in items) for job, items in overrides.items()}
-    keys = list(dict.fromkeys(key for job in jobs for key in values[job]))
-    swept = [key for key in keys if len({values[job].get(key) for job in jobs}) > 1]
-    rows = []
-    for job in jobs:
-        row: dict[str, Any] = {"job": int(job.name)}
-        row.update({key.lstrip("+~"): values[job].get(key, "") for key in swept})
-        report = job / "metrics.json"
-        if report.exists():
-            result = json.loads(report.read_text())
-            row["status"] = result.get("status", "ok")
-            for stage in ("val", "test"):
-                for name, value in (result.get(stage) or {}).items():
-                    row[f"{stage}/{name}"] = value
-            if result.get("seconds_per_epoch") is not None:
-                row["s/epoch"] = result["seconds_per_epoch"]
-            if result.get("error"):
-                row["error"] = result["error"]
-        else:
-            row["status"] = "failed"
-            row["error"] = "no metrics.json (the job died before reporting)"
-        row["overrides"] = " ".join(overrides[job])
-        rows.append(row)
-    return rows
-
-
 def write_summary(sweep_dir: Path, rows: list[dict[str, Any]], shown_metrics: list[str] | None = None) -> str:
     """Write summary.csv (every column) and summary.md in ``sweep_dir``; returns the Markdown table.
 
     The Markdown table keeps the swept values, the status, ``shown_metrics`` (all metrics if None)
-    and the error column; the full overrides and every metric are in the CSV.
+    and the error column; the full overrides and every metric are in the CSV. A sweep over
+    ``seed`` also gets the mean and standard deviation of every metric per configuration (the
+    swept values other than the seed): summary_by_config.csv, and a second table in summary.md.
     """
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(sweep_dir / "summary.csv", buffer.getvalue())
+    columns = list(dict.fromkeys(c for row in rows for c in row))
+    write_rows_csv(sweep_dir / "summary.csv", rows)
 
     def cell(value: Any) -> str:
         if isinstance(value, float):
@@ -325,6 +277,11 @@ def write_summary(sweep_dir: Path, rows: list[dict[str, Any]], shown_metrics: li
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(cell(row.get(c)) for c in shown) + " |" for row in rows]
     table = "\n".join(lines) + "\n"
+    groups = seed_groups(rows, metric_columns)  # several seeds: mean and std per configuration
+    if groups:
+        write_rows_csv(sweep_dir / "summary_by_config.csv", groups)
+        table += "\nMean ± standard deviation over seeds, per configuration (summary_by_config.csv):\n\n"
+        table += format_groups(groups, keep)
     write_text_atomic(sweep_dir / "summary.md", table)
     return table
 
@@ -360,6 +317,8 @@ class SweepSummary(HydraCallback):
             return
         shown = headline_metrics(str(config.optimized_metric))
         table = write_summary(sweep_dir, rows, shown)
+        metric = next((m for m in ("test/ndcg@10", shown[0]) if any(m in row for row in rows)), shown[0])
+        draw_quietly(str(sweep_dir), lambda: draw_sweep(sweep_dir, rows, seed_groups(rows), metric))
         failed = sum(row["status"] != "ok" for row in rows)  # "failed" or "diverged"
         diverged = sum(row["status"] == "diverged" for row in rows)
         _sweep_outcomes.append((len(rows), failed, sweep_dir / "summary.csv"))

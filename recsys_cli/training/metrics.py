@@ -13,6 +13,10 @@ all-reduces that state so that under DDP every rank computes the single-process 
 
 Given the items' training counts it also reports HR, NDCG, MRR and Recall per bucket of the target
 item's number of training events (``cold/ndcg@10``, ``rare/cases``...: :mod:`.buckets`).
+
+With ``keep_cases`` set it also keeps every case's index, target and exact 0-based rank in the whole
+(seen-filtered) ranking (three ints per case, :meth:`RankingMetrics.cases`); :func:`gather_cases`
+collects them from every rank under DDP. Every metric at any K follows from the rank.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from recsys_cli.training.buckets import (
 from recsys_cli.training.ranking import (
     _check_ids,
     _check_scores,
+    _ranks,
     capped_ranks,
     mask_seen,
     target_ranks,
@@ -43,7 +48,14 @@ from recsys_cli.training.ranking import (
     top_k_covered,
 )
 
-__all__ = ["METRIC_NAMES", "RankingMetrics", "mask_seen", "sync_distributed", "target_ranks"]
+__all__ = [
+    "METRIC_NAMES",
+    "RankingMetrics",
+    "gather_cases",
+    "mask_seen",
+    "sync_distributed",
+    "target_ranks",
+]
 
 METRIC_NAMES = ("hr", "ndcg", "mrr", "recall", "coverage")
 
@@ -115,6 +127,9 @@ class RankingMetrics:
         if item_train_counts is not None:
             self._item_bucket = frequency_buckets(item_train_counts, n)
             self.buckets = tuple(name for name, _ in FREQUENCY_BUCKETS)
+        # keep every case's (user, target, full rank) for per-case reports (the test stage)
+        self.keep_cases = False
+        self._cases: list[tuple[Tensor, Tensor, Tensor]] = []
 
     # -- state -------------------------------------------------------------------------------
 
@@ -184,6 +199,7 @@ class RankingMetrics:
 
     def reset(self) -> None:
         """Forget all cases (the state stays on its device)."""
+        self._cases = []
         if self._state is not None:
             for t in self._state.values():
                 t.zero_()
@@ -197,7 +213,12 @@ class RankingMetrics:
 
     @torch.no_grad()
     def update(
-        self, scores: Tensor, targets: Tensor, seen: Tensor | None = None, overwrite: bool = False
+        self,
+        scores: Tensor,
+        targets: Tensor,
+        seen: Tensor | None = None,
+        overwrite: bool = False,
+        cases: Tensor | None = None,
     ) -> None:
         """Accumulate one batch.
 
@@ -209,6 +230,8 @@ class RankingMetrics:
                 a seen target is never a hit.
             overwrite: the scores are the caller's to discard: the seen items are masked in place
                 instead of in a copy (one [B, N] copy less per batch).
+            cases: ``[B]`` the cases' indices (batch field ``case``), kept with their targets and
+                ranks when ``keep_cases``.
         """
         _check_scores(scores)
         if scores.shape[1] != self.num_items + 1:
@@ -233,7 +256,12 @@ class RankingMetrics:
             return
         # one topk per row: metrics at K <= max(ks) need neither ranks beyond it nor the whole row
         values, indices = top_k(items, self.ks)
-        ranks = capped_ranks(items, targets - 1, values, max(self.ks))  # [B]
+        if self.keep_cases:  # the exact rank (one more pass over the row); capped, it is the same
+            full = _ranks(items, targets - 1)
+            self._keep_cases(cases, targets, full)
+            ranks = full.clamp(max=max(self.ks))
+        else:
+            ranks = capped_ranks(items, targets - 1, values, max(self.ks))  # [B]
 
         ks = torch.tensor(self.ks, device=device)
         hit = ranks.unsqueeze(0) < ks.unsqueeze(1)  # [nk, B]
@@ -255,6 +283,25 @@ class RankingMetrics:
                 self._item_bucket = self._item_bucket.to(device)
             values = {"hr": hit.to(torch.float64), "ndcg": ndcg, "mrr": mrr}
             add_to_buckets(state, self._item_bucket[targets], values)
+
+    def _keep_cases(self, cases: Tensor | None, targets: Tensor, ranks: Tensor) -> None:
+        if cases is None or cases.shape != targets.shape:
+            raise ValueError("keep_cases needs cases [B] with every batch (the cases' indices)")
+        self._cases.append((cases.detach().cpu().long(), targets.cpu(), ranks.cpu()))
+
+    def cases(self) -> dict[str, np.ndarray]:
+        """This process's kept cases: ``case`` (index), ``item`` (the target) and ``rank`` (0-based in the
+        whole ranking; ``num_items`` for a target that cannot be recommended), int64 arrays in the
+        order they were accumulated; with buckets also ``bucket`` (the target's index in
+        :data:`~recsys_cli.training.buckets.FREQUENCY_BUCKETS`)."""
+        if self._cases:
+            ids, items, ranks = (torch.cat(parts).numpy() for parts in zip(*self._cases, strict=True))
+        else:
+            ids = items = ranks = np.zeros(0, dtype=np.int64)
+        cases = {"case": ids, "item": items, "rank": ranks}
+        if self._item_bucket is not None:
+            cases["bucket"] = self._item_bucket.cpu().numpy()[items]
+        return cases
 
     # -- results -----------------------------------------------------------------------------
 
@@ -325,3 +372,18 @@ def sync_distributed(metrics: RankingMetrics) -> None:
             dist.all_reduce(value, op=dist.ReduceOp.SUM)
             reduced[name] = value
     metrics.load_state(reduced)
+
+
+def gather_cases(metrics: RankingMetrics) -> dict[str, np.ndarray]:
+    """Every process's kept cases (:meth:`RankingMetrics.cases`), sorted by case index, so that
+    one process or several give the same arrays. Under DDP it is a collective (every rank must
+    call it) and every rank gets all cases (``all_gather_object``: three ints per case)."""
+    import torch.distributed as dist
+
+    cases = metrics.cases()
+    if dist.is_available() and dist.is_initialized():
+        parts: list = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, cases)
+        cases = {name: np.concatenate([part[name] for part in parts]) for name in cases}
+    order = np.argsort(cases["case"], kind="stable")
+    return {name: values[order] for name, values in cases.items()}

@@ -14,7 +14,7 @@ from torch import nn
 
 from recsys_cli.contract.batch import Batch, eval_targets
 from recsys_cli.contract.output import ModelOutput
-from recsys_cli.training.metrics import RankingMetrics, sync_distributed
+from recsys_cli.training.metrics import RankingMetrics, gather_cases, sync_distributed
 from recsys_cli.training.objective import Objective, TermEvaluation
 
 # scores ranked at a time in evaluation (2^25 float32 = 128 MiB; the ranking makes a few masks
@@ -72,6 +72,8 @@ class RecommenderModule(pl.LightningModule):
         self.metrics = RankingMetrics(self.ks, num_items, item_train_counts=item_train_counts)
         self.evaluations = list(evaluations)
         self.results: dict[str, dict[str, float]] = {}
+        # the last test's cases (user, item, rank arrays; gather_cases), with every scale kept
+        self.test_cases: dict[str, np.ndarray] | None = None
         self.scale_weight_history: list[dict[str, float]] = []
         self._keep: torch.Tensor | None = None  # scale ablation mask, set by ``without_scales``
         self._weight_sum: torch.Tensor | None = None
@@ -141,12 +143,14 @@ class RecommenderModule(pl.LightningModule):
         # rows at a time: a million-item catalogue is ranked without a [B, N] matrix per batch
         for rows, scores in output.last_score_chunks(EVAL_SCORE_ELEMENTS):
             seen_rows = None if seen is None else seen[rows]
-            self.metrics.update(scores, targets[rows], seen_rows, overwrite=True)
+            self.metrics.update(scores, targets[rows], seen_rows, overwrite=True, cases=batch["case"][rows])
         for evaluation in self.evaluations:
             evaluation.update(output, batch)
 
     def _eval_end(self, stage: str) -> None:
         sync_distributed(self.metrics)
+        if self.metrics.keep_cases:
+            self.test_cases = gather_cases(self.metrics)  # a collective under DDP
         values = self.metrics.compute() if self.metrics.count else {}
         for evaluation in self.evaluations:
             evaluation.sync()  # every rank: a collective under DDP
@@ -165,6 +169,7 @@ class RecommenderModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._eval_start()
+        self.metrics.keep_cases = False
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch)
@@ -174,6 +179,7 @@ class RecommenderModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._eval_start()
+        self.metrics.keep_cases = self._keep is None  # per-case results of the whole model only
 
     def test_step(self, batch, batch_idx):
         self._eval_step(batch)

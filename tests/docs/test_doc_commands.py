@@ -59,6 +59,8 @@ class Overrides:
 # Hydra flags that take a value, and those that do not
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i"}
 FLAGS = {"-m", "--multirun", "--help", "-h", "--hydra-help", "--resolve"}
+# verbs whose operands are folders (recsys compare RUN_A RUN_B, recsys report RUN ...)
+OPERAND_VERBS = {"compare", "report"}
 # keys whose values are files a run reads: any value is a placeholder here
 FILE_KEYS = {"ckpt_path", "init_from"}
 GROUPS = frozenset(config_groups())
@@ -172,6 +174,8 @@ def check_command(command: Command) -> int:
                 if OmegaConf.is_missing(keys, key):
                     assert any(a.startswith(f"{key}=") for a in own), f"recsys {verb} needs {key}=..."
             rest = [a for a in args if a not in own]
+            if verb in OPERAND_VERBS:  # their words without '=' are runs and sweeps, not overrides
+                rest = [a for a in rest if "=" in a]
             composed += check_train_overrides(overrides_of(rest), validate=False)
         else:
             composed += check_train_overrides(overrides_of(args))
