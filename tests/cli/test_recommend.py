@@ -59,7 +59,7 @@ def test_recommendations_equal_the_evaluation_ranking_of_the_same_cases(model, f
     for start in range(0, len(targets), 16):
         ids = np.arange(start, min(start + 16, len(targets)))
         query, case = queries[ids], cases[ids]
-        assert "targets" not in query and set(query) == set(case) - {"targets", "target_types", "target_times"}
+        assert "targets" not in query and set(query) == set(case) - {"targets", "target_types", "target_times", "case"}
         scores, items = score_cases(run, query, filter_seen, k, CPU)
         with torch.no_grad():  # evaluation's own path: its batch, its masking, its ranks
             full = run.module.model(case, None, last_only=True).last_scores().clone()
