@@ -17,8 +17,10 @@ from torch import nn
 
 from recsys_cli.contract.batch import Batch
 from recsys_cli.contract.data_spec import DataSpec
+from recsys_cli.contract.encoder_input import EncoderInput
 from recsys_cli.contract.output import ModelOutput
 from recsys_cli.contract.params import Fraction, PositiveInt
+from recsys_cli.errors import ConfigError
 from recsys_cli.models.fusion import Fusion
 from recsys_cli.models.items import ItemRepresentation
 from recsys_cli.models.parts.base import PartFactory, build_parts
@@ -72,6 +74,13 @@ class SequenceRecommender(nn.Module):
         # module's random initial weights are then the draws every earlier version made
         self.inputs = build_parts(inputs, spec, dim)
         self.encoder = encoder()
+        self.has_time = spec.has_time
+        needs_time = getattr(self.encoder, "time_setting", None)
+        if needs_time is not None and not spec.has_time:
+            raise ConfigError(
+                f"{needs_time}: the data has no timestamps (its times are positions); use a dataset "
+                "with a time column, or leave the setting off"
+            )
         S = len(scales)
         # share_encoder=False: every scale reads the sequence with an encoder of its own
         self.scale_encoders = nn.ModuleList(encoder() for _ in range(S)) if S and not share_encoder else None
@@ -117,14 +126,15 @@ class SequenceRecommender(nn.Module):
         table = self.items(batch)  # [N + 1, D]
         x = self.embed(batch, table)
         valid = batch["items"] > 0
-        inputs, mask = self.embedding_dropout(x[:, -L:]), valid[:, -L:]
-        h = self.encoder(inputs, mask)  # [B, L, D]
+        times = batch["times"][:, -L:] if self.has_time else None  # positions are no times
+        inputs = EncoderInput(self.embedding_dropout(x[:, -L:]), valid[:, -L:], times)
+        h = self.encoder(inputs)  # [B, L, D]
         if self.pooling is None:
             z, weights = self.fusion(h[:, L - A :], h.new_zeros(h.shape[0], 0, A, self.dim), keep)
         else:
             states = h
             if self.scale_encoders is not None:  # [B, S, L, D]: each scale's own encoder
-                states = torch.stack([enc(inputs, mask) for enc in self.scale_encoders], dim=1)
+                states = torch.stack([enc(inputs) for enc in self.scale_encoders], dim=1)
             v = self.pooling(x, states, batch, anchors=A)  # [B, S, A, D]
             z, weights = self.fusion(h[:, L - A :], v, keep)
         aux: dict[str, torch.Tensor] = {}
