@@ -28,6 +28,8 @@ from recsys_cli.models.scales import MultiScalePooling
 from recsys_cli.models.scoring import DotScoring
 
 NO_PARTS: Mapping[str, PartFactory] = MappingProxyType({})
+# the [MASK] input's initial std (task=cloze): BERT's for every token, the item table's default
+MASK_INIT_STD = 0.02
 
 
 class SequenceRecommender(nn.Module):
@@ -100,6 +102,10 @@ class SequenceRecommender(nn.Module):
         self.heads = build_parts(asked, spec, dim)
         self.outputs = frozenset(given | set(self.heads))
         self.scoring = scoring()
+        # task=cloze: the learned [MASK] input (item id spec.mask_item), outside the item table so
+        # never a candidate; built last, and only then (other tasks draw nothing for it)
+        self.mask_item = spec.mask_item
+        self.mask_vector = nn.Parameter(torch.randn(dim) * MASK_INIT_STD) if spec.mask_item else None
 
     def embed(self, batch: Batch, table: torch.Tensor) -> torch.Tensor:
         """[B, T] event fields -> [B, T, D] input vectors, from the item table [N + 1, D].
@@ -109,7 +115,13 @@ class SequenceRecommender(nn.Module):
         input starts at std 0.16 per coordinate, the positions at 0.02). The parts then add their
         vectors, the input parts first.
         """
-        x = F.embedding(batch["items"], table, padding_idx=0) * self.dim**0.5
+        items = batch["items"]
+        if self.mask_vector is None:
+            x = F.embedding(items, table, padding_idx=0) * self.dim**0.5
+        else:  # [MASK] positions read the mask vector, as an item would be (scaled alike)
+            hidden = (items == self.mask_item).unsqueeze(-1)
+            x = F.embedding(items.masked_fill(hidden.squeeze(-1), 0), table, padding_idx=0)
+            x = torch.where(hidden, self.mask_vector.to(x.dtype), x) * self.dim**0.5
         for part in (*self.inputs.values(), *self.state.values()):
             extra = part.embed(batch)  # [B, T, D] or None
             if extra is not None:
