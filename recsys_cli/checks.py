@@ -23,6 +23,7 @@ from recsys_cli.config_paths import CONF_DIR
 from recsys_cli.contract.data_spec import DataSpec
 from recsys_cli.contract.params import declared_hints, problem
 from recsys_cli.contract.scales import ScaleSet
+from recsys_cli.data.tasks import check_task
 from recsys_cli.errors import ConfigError
 from recsys_cli.models.text_encoder import check_item_text
 from recsys_cli.run_folders import run_folder_of
@@ -34,7 +35,7 @@ REQUIRED_SECTIONS = ("paths", "data", "scales", "model", "objective", "optimizer
 # parts of the run's config that must match a checkpoint it resumes from (the rest may change,
 # e.g. trainer.max_epochs to train longer)
 RESUME_MUST_MATCH = (
-    "model", "scales", "data.name", "data.reader", "data.preparation", "data.split", "data.max_len", "data.cold_items",
+    "model", "scales", "task", "data.name", "data.reader", "data.preparation", "data.split", "data.max_len", "data.cold_items",
 )  # fmt: skip
 
 
@@ -253,6 +254,7 @@ def validate_config(cfg: DictConfig) -> ScaleSet:
     if cfg.metrics.filter_seen not in (True, False, "auto"):
         raise ConfigError(f"metrics.filter_seen={cfg.metrics.filter_seen!r}: use true, false or auto")
     scales = ScaleSet.from_config(cfg.scales)
+    check_task(cfg, scales)
     # selecting models on test metrics would leak the test set into the choice: validation only
     _check_ranking_metric("optimized_metric", cfg.optimized_metric, ks)
     logged = logged_metrics(cfg, ks, scales)
@@ -352,6 +354,8 @@ def check_resume(cfg: DictConfig) -> int:
     where = f"; the run's whole config: {run_config}" if run_config is not None and run_config.is_file() else ""
     for key in RESUME_MUST_MATCH:
         old, new = _flat(stored, key), _flat(cfg, key)
+        if key == "task" and old == {"task": None} and str(new.get("task._target_")).endswith(".NextItem"):
+            continue  # a run from before tasks existed trained by next item
         for name in sorted(set(old) | set(new)):
             if old.get(name) != new.get(name):
                 raise ConfigError(

@@ -8,16 +8,20 @@ memory of ``T = H + L`` events, left-padded with 0, newest last: ``L`` encoder i
 ====================  ==============  ==========================================================
 field                 shape           meaning
 ====================  ==============  ==========================================================
-``items``             [B, T] int64    item index of each memory event (1..N; 0 = padding)
+``items``             [B, T] int64    item index of each memory event (1..N; 0 = padding; N + 1 =
+                                      [MASK], an input hidden by ``task=cloze``: see
+                                      ``DataSpec.mask_item``)
 ``times``             [B, T] int64    its time (unix seconds, or its position without timestamps)
 ``event_types``       [B, T] int64    its behaviour type (1..K; 0 = unknown)
 ``categories``        [B, T] int64    its category (1..C; 0 = unknown)
 ``context``           [B, T, C]       int64: its value of each context column (C columns named by
                                       ``data.columns.context``, in ``DataSpec.context_columns``
                                       order; 1..V; 0 = missing or padding); only when C > 0
-``targets``           [B, L] int64    the item to predict after each encoder position (0 = not
-                                      supervised): every next training event in training; only
-                                      the last column, the held-out item, in evaluation
+``targets``           [B, L] int64    the item to predict at each encoder position (0 = not
+                                      supervised), as the task (``task=``) sets it: by next item
+                                      every next training event, by cloze the masked events
+                                      themselves; in evaluation only the last column, the
+                                      held-out item
 ``target_types``      [B, L] int64    the behaviour type of each target event (1..K; 0 = no target
                                       or unknown type), aligned with ``targets``
 ``target_times``      [B, L] int64    the time of each target event (0 = no target); only

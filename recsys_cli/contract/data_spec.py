@@ -47,6 +47,9 @@ class DataSpec:
     # context column name -> number of values V (codes 1..V; 0 = missing or padding), in the order
     # of the batch field ``context`` [B, T, C]
     context_columns: Mapping[str, int] = field(default_factory=dict)
+    # the item id ``N + 1`` when the task masks inputs (``task=cloze``): a batch's ``items`` then
+    # hold it where the model reads a learned [MASK] vector (never a candidate); 0: no masking
+    mask_item: int = 0
 
     @property
     def num_event_types(self) -> int:

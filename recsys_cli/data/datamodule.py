@@ -49,6 +49,7 @@ from recsys_cli.data.formats.base import DatasetReader
 from recsys_cli.data.prepare import prepare
 from recsys_cli.data.prepared_data import PreparationConfig, PreparedData
 from recsys_cli.data.splits import Split, held_out_items, training_view
+from recsys_cli.data.tasks import NextItem, case_rng, next_item_case_ends
 from recsys_cli.data.window_features import WindowFeatures, compute_window_features, feature_names
 from recsys_cli.errors import ConfigError
 
@@ -67,21 +68,9 @@ def check_cold_items(value: object) -> float:
 
 
 def train_case_ends(starts: np.ndarray, train_end: np.ndarray, max_len: int, windows: str) -> tuple:
-    """Anchor ends (exclusive index of the last input + 1), user starts and user indices of
-    training cases.
-
-    A user with training events ``[s, end)`` yields cases with inputs ending at ``end - 1``,
-    ``end - 1 - L``, ... as long as a case has at least one target; with ``windows='last'`` only the
-    newest chunk is used (the classic SASRec sampling).
-    """
-    n_targets = np.maximum(train_end - starts - 1, 0)
-    chunks = np.ceil(n_targets / max_len).astype(np.int64)
-    if windows == "last":
-        chunks = np.minimum(chunks, 1)
-    user = np.repeat(np.arange(len(starts)), chunks)
-    k = np.arange(chunks.sum()) - np.repeat(np.cumsum(chunks) - chunks, chunks)
-    ends = train_end[user] - 1 - k * max_len
-    return ends.astype(np.int64), starts[user].astype(np.int64), user.astype(np.int64)
+    """Anchor ends, user starts and user indices of next-item training cases
+    (:func:`recsys_cli.data.tasks.next_item_case_ends`)."""
+    return next_item_case_ends(starts, train_end, max_len, windows)
 
 
 class CaseBatches(Dataset):
@@ -98,8 +87,16 @@ class CaseBatches(Dataset):
         features: WindowFeatures | None = None,
         users: np.ndarray | None = None,
         trim: bool = False,
+        task: NextItem | None = None,
+        kinds: np.ndarray | None = None,
+        seed: int = 0,
     ):
         self.data, self.ends, self.starts = data, ends, starts
+        # what the model reads and predicts of a case (recsys_cli.data.tasks): next item by default;
+        # ``kinds`` [n]: the task's kind of each case (0: ordinary), ``seed``: its draws' seed
+        self.task = task or NextItem()
+        self.kinds = np.zeros(len(ends), dtype=np.int64) if kinds is None else kinds
+        self.seed = seed
         self.trim = trim  # cut the memory columns that are padding in every case of a batch
         # the ``users`` field: user index + 1, or 0 for a user without training targets
         self.users = np.zeros(len(ends), dtype=np.int64) if users is None else users
@@ -150,23 +147,26 @@ class CaseBatches(Dataset):
         batch["users"] = self.users[case_ids]
         if self.evaluation:
             batch["case"] = case_ids  # which evaluation case (per-case results name it)
-            # only the newest position is supervised: the held-out item
-            for field, values in (("targets", d.items), ("target_types", d.event_types), ("target_times", d.times)):
-                column = np.zeros((len(ends), self.max_len), dtype=np.int64)
-                column[:, -1] = values[ends]
-                batch[field] = column
-            batch["seen"] = self.seen_items(ends, starts)
-        else:
-            # targets of the L encoder positions: the next event, if it is in the training range
-            last = idx[:, -self.max_len :]
-            nxt = np.minimum(last + 1, len(d.items) - 1)
-            has_next = valid[:, -self.max_len :] & (last + 1 <= ends[:, None])
-            batch["targets"] = np.where(has_next, d.items[nxt], 0)
-            batch["target_types"] = np.where(has_next, d.event_types[nxt], 0)
-            batch["target_times"] = np.where(has_next, d.times[nxt], 0)
+            batch = self.task.query(self._eval_fields(batch, ends, starts), d.num_items + 1)
+        else:  # the task's targets of the L encoder positions (and, for cloze, its masked inputs)
+            rng = case_rng(self.seed, case_ids) if self.task.needs_rng() else None
+            L = self.max_len
+            batch = self.task.train_fields(batch, d, idx[:, -L:], valid[:, -L:], ends, self.kinds[case_ids], rng)
         if self.trim:
             batch = trim_padding(batch, self.max_len)
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+
+
+    def _eval_fields(self, batch: dict, ends: np.ndarray, starts: np.ndarray) -> dict:
+        """Evaluation's case fields: only the newest position is supervised, by the held-out event
+        (``ends``); ``seen`` the items of the user's history before it."""
+        d = self.data
+        for field, values in (("targets", d.items), ("target_types", d.event_types), ("target_times", d.times)):
+            column = np.zeros((len(ends), self.max_len), dtype=np.int64)
+            column[:, -1] = values[ends]
+            batch[field] = column
+        batch["seen"] = self.seen_items(ends, starts)
+        return batch
 
     def _window_fields(self, anchors: np.ndarray, valid: np.ndarray, ends: np.ndarray) -> dict:
         """``window_start`` [B, S, L] (memory coordinates) and ``scale_stats`` [B, S, L, F].
@@ -205,6 +205,7 @@ class SequenceDataModule(pl.LightningDataModule):
         seed: int = 0,
         cold_items: Fraction = 0.0,
         bucket_pool: NonNegativeInt = 0,
+        task: NextItem | None = None,
         **_: object,  # dataset keys the reader's config refers to (e.g. data.path)
     ):
         super().__init__()
@@ -223,6 +224,9 @@ class SequenceDataModule(pl.LightningDataModule):
                 "number of batches whose cases are grouped by length, e.g. 50"
             )
         self.bucket_pool = bucket_pool
+        # how a case becomes inputs and targets (``task=next_item|cloze``, recsys_cli.data.tasks);
+        # None: next item (configs saved before tasks existed)
+        self.task = task if task is not None else NextItem()
         self.name, self.reader, self.split_fn = name, reader, split
         self.preparation = PreparationConfig(**preparation)
         self.max_len, self.batch_size, self.eval_batch_size = max_len, batch_size, eval_batch_size
@@ -305,6 +309,7 @@ class SequenceDataModule(pl.LightningDataModule):
             held_out_items=self.held_out,
             type_transitions=self.type_transitions(),
             context_columns={name: len(data.context_vocab[name]) for name in data.context},
+            mask_item=data.num_items + 1 if self.task.masks_inputs else 0,
         )
 
     def type_transitions(self) -> np.ndarray:
@@ -320,12 +325,13 @@ class SequenceDataModule(pl.LightningDataModule):
     def train_cases(self) -> CaseBatches:
         self.load()
         data = self.train_data
-        ends, starts, users = train_case_ends(data.offsets[:-1], self.train_end, self.max_len, self.train_windows)
+        ends, starts, users, kinds = self.task.train_cases(data.offsets[:-1], self.train_end, self.max_len, self.train_windows)
         if len(ends) == 0:
             raise ConfigError(f"dataset '{self.name}': the split leaves no training targets (users need more events)")
         return CaseBatches(
-            data, ends, starts, self.max_len, self.history_len, False, self.train_features, users + 1, trim=True
-        )
+            data, ends, starts, self.max_len, self.history_len, False, self.train_features, users + 1, trim=True,
+            task=self.task, kinds=kinds, seed=self.seed,
+        )  # fmt: skip
 
     def known_users(self) -> np.ndarray:
         """[U] bool: users with at least one training target (a user embedding learns from them);
@@ -340,7 +346,7 @@ class SequenceDataModule(pl.LightningDataModule):
         starts = data.offsets[users] if len(targets) else targets
         field = np.where(self.known_users()[users], users + 1, 0) if len(targets) else targets
         return CaseBatches(
-            data, targets, starts, self.max_len, self.history_len, True, self.features, field, trim=True
+            data, targets, starts, self.max_len, self.history_len, True, self.features, field, trim=True, task=self.task
         )
 
     def unknown_users(self, stage: str) -> int:

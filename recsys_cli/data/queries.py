@@ -39,6 +39,7 @@ class QueryCases(CaseBatches):
         batch, _, _ = self.memory_fields(ends, starts)
         batch["users"] = self.users[case_ids]
         batch["seen"] = self.seen_items(ends, starts)
+        batch = self.task.query(batch, self.data.num_items + 1)  # cloze: a [MASK] slot after the history
         if self.trim:
             batch = trim_padding(batch, self.max_len)
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
@@ -53,7 +54,7 @@ def query_cases(dm: SequenceDataModule, ends: np.ndarray) -> QueryCases:
     users = data.user_of_event[ends - 1] if len(ends) else ends
     starts = data.offsets[users] if len(ends) else ends
     field = np.where(dm.known_users()[users], users + 1, 0) if len(ends) else ends
-    return QueryCases(data, ends, starts, dm.max_len, dm.history_len, True, dm.features, field, trim=True)
+    return QueryCases(data, ends, starts, dm.max_len, dm.history_len, True, dm.features, field, trim=True, task=dm.task)
 
 
 def whole_history_cases(dm: SequenceDataModule, users: np.ndarray) -> QueryCases:
@@ -145,5 +146,5 @@ def adhoc_history(
     )  # fmt: skip
     features = compute_window_features(one, dm.scales) if dm.scales else None
     ends, starts, users = np.array([n]), np.array([0]), np.array([0])
-    cases = QueryCases(one, ends, starts, dm.max_len, dm.history_len, True, features, users, trim=True)
+    cases = QueryCases(one, ends, starts, dm.max_len, dm.history_len, True, features, users, trim=True, task=dm.task)
     return AdhocHistory(cases, unknown, notes)

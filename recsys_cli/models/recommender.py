@@ -17,8 +17,10 @@ from torch import nn
 
 from recsys_cli.contract.batch import Batch
 from recsys_cli.contract.data_spec import DataSpec
+from recsys_cli.contract.encoder_input import EncoderInput
 from recsys_cli.contract.output import ModelOutput
 from recsys_cli.contract.params import Fraction, PositiveInt
+from recsys_cli.errors import ConfigError
 from recsys_cli.models.fusion import Fusion
 from recsys_cli.models.items import ItemRepresentation
 from recsys_cli.models.parts.base import PartFactory, build_parts
@@ -26,6 +28,8 @@ from recsys_cli.models.scales import MultiScalePooling
 from recsys_cli.models.scoring import DotScoring
 
 NO_PARTS: Mapping[str, PartFactory] = MappingProxyType({})
+# the [MASK] input's initial std (task=cloze): BERT's for every token, the item table's default
+MASK_INIT_STD = 0.02
 
 
 class SequenceRecommender(nn.Module):
@@ -72,6 +76,13 @@ class SequenceRecommender(nn.Module):
         # module's random initial weights are then the draws every earlier version made
         self.inputs = build_parts(inputs, spec, dim)
         self.encoder = encoder()
+        self.has_time = spec.has_time
+        needs_time = getattr(self.encoder, "time_setting", None)
+        if needs_time is not None and not spec.has_time:
+            raise ConfigError(
+                f"{needs_time}: the data has no timestamps (its times are positions); use a dataset "
+                "with a time column, or leave the setting off"
+            )
         S = len(scales)
         # share_encoder=False: every scale reads the sequence with an encoder of its own
         self.scale_encoders = nn.ModuleList(encoder() for _ in range(S)) if S and not share_encoder else None
@@ -91,6 +102,10 @@ class SequenceRecommender(nn.Module):
         self.heads = build_parts(asked, spec, dim)
         self.outputs = frozenset(given | set(self.heads))
         self.scoring = scoring()
+        # task=cloze: the learned [MASK] input (item id spec.mask_item), outside the item table so
+        # never a candidate; built last, and only then (other tasks draw nothing for it)
+        self.mask_item = spec.mask_item
+        self.mask_vector = nn.Parameter(torch.randn(dim) * MASK_INIT_STD) if spec.mask_item else None
 
     def embed(self, batch: Batch, table: torch.Tensor) -> torch.Tensor:
         """[B, T] event fields -> [B, T, D] input vectors, from the item table [N + 1, D].
@@ -100,7 +115,13 @@ class SequenceRecommender(nn.Module):
         input starts at std 0.16 per coordinate, the positions at 0.02). The parts then add their
         vectors, the input parts first.
         """
-        x = F.embedding(batch["items"], table, padding_idx=0) * self.dim**0.5
+        items = batch["items"]
+        if self.mask_vector is None:
+            x = F.embedding(items, table, padding_idx=0) * self.dim**0.5
+        else:  # [MASK] positions read the mask vector, as an item would be (scaled alike)
+            hidden = (items == self.mask_item).unsqueeze(-1)
+            x = F.embedding(items.masked_fill(hidden.squeeze(-1), 0), table, padding_idx=0)
+            x = torch.where(hidden, self.mask_vector.to(x.dtype), x) * self.dim**0.5
         for part in (*self.inputs.values(), *self.state.values()):
             extra = part.embed(batch)  # [B, T, D] or None
             if extra is not None:
@@ -118,14 +139,15 @@ class SequenceRecommender(nn.Module):
         table = self.items(batch)  # [N + 1, D]
         x = self.embed(batch, table)
         valid = batch["items"] > 0
-        inputs, mask = self.embedding_dropout(x[:, -L:]), valid[:, -L:]
-        h = self.encoder(inputs, mask)  # [B, L, D]
+        times = batch["times"][:, -L:] if self.has_time else None  # positions are no times
+        inputs = EncoderInput(self.embedding_dropout(x[:, -L:]), valid[:, -L:], times)
+        h = self.encoder(inputs)  # [B, L, D]
         if self.pooling is None:
             z, weights = self.fusion(h[:, L - A :], h.new_zeros(h.shape[0], 0, A, self.dim), keep)
         else:
             states = h
             if self.scale_encoders is not None:  # [B, S, L, D]: each scale's own encoder
-                states = torch.stack([enc(inputs, mask) for enc in self.scale_encoders], dim=1)
+                states = torch.stack([enc(inputs) for enc in self.scale_encoders], dim=1)
             v = self.pooling(x, states, batch, anchors=A)  # [B, S, A, D]
             z, weights = self.fusion(h[:, L - A :], v, keep)
         aux: dict[str, torch.Tensor] = {}

@@ -260,7 +260,7 @@ class LanguageModelTuner(nn.Module):
     def fresh_rows(self, vectors: torch.Tensor, batch: Batch) -> torch.Tensor:
         """The epoch's table with the batch's items encoded again (with gradients)."""
         items = torch.cat([batch["items"].flatten(), batch["targets"].flatten()])
-        rows = torch.unique(items[items > 0])
+        rows = torch.unique(items[(items > 0) & (items < vectors.shape[0])])  # not [MASK] (task=cloze)
         if len(rows) > self.max_items:
             pick = torch.randperm(len(rows), generator=self.generator)[: self.max_items]
             rows = rows[pick.to(rows.device)]

@@ -59,6 +59,7 @@ def test_the_transformers_length_groups_compile(tmp_path):
     """Rows of different lengths make the encoder split the batch into groups (the path torch
     2.13+cpu could not compile): compiled, in training (attention dropout) and under
     inference_mode, it gives the eager states."""
+    from recsys_cli.contract.encoder_input import EncoderInput
     from recsys_cli.models.encoders import TransformerEncoder
 
     torch.manual_seed(0)
@@ -67,11 +68,11 @@ def test_the_transformers_length_groups_compile(tmp_path):
     mask = torch.arange(20)[None, :] >= (20 - lengths)[:, None]
     x = torch.randn(64, 20, 16, requires_grad=True)
     compiled = torch.compile(encoder, dynamic=True)
-    compiled(x, mask).sum().backward()
+    compiled(EncoderInput(x, mask)).sum().backward()
     assert torch.isfinite(x.grad).all()
     encoder.eval()
     with torch.inference_mode():
-        torch.testing.assert_close(compiled(x, mask), encoder(x, mask), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(compiled(EncoderInput(x, mask)), encoder(EncoderInput(x, mask)), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow  # minutes on 2 cores per case: every graph compiles on the first steps

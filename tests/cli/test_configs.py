@@ -44,6 +44,14 @@ def targets(node) -> list[str]:
     return found
 
 
+# options that compose only with others: a bidirectional encoder trains by cloze, and cloze reads
+# no time-window scales (each is refused alone, in one line, by the config checks)
+OPTION_NEEDS = {
+    ("model/encoder", "bert"): ["task=cloze", "scales=none"],
+    ("task", "cloze"): ["model/encoder=bert", "scales=none"],
+}
+
+
 def option_overrides() -> list:
     params = [pytest.param(None, id="defaults")]
     for group in config_groups():
@@ -56,6 +64,8 @@ def option_overrides() -> list:
             override = f"{prefix}{group}={option}"
             if group in NEEDS:
                 override = [NEEDS[group], override]
+            if (group, option) in OPTION_NEEDS:
+                override = [*OPTION_NEEDS[group, option], override]
             params.append(pytest.param(override, id=f"{group}={option}"))
     return params
 

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from recsys_cli.contract.encoder_input import EncoderInput
 from recsys_cli.errors import ConfigError
 from recsys_cli.models.encoders import (
     CausalSelfAttentionBlock,
@@ -83,7 +84,7 @@ def test_length_groups_give_the_same_states_and_gradients(groups):
         enc = TransformerEncoder(D, L, num_heads=2, dropout=0.0, norm="post", length_groups=g).eval()
         enc.load_state_dict(weights)
         xg = x.clone().requires_grad_()
-        out = enc(xg, mask)
+        out = enc(EncoderInput(xg, mask))
         (out * torch.linspace(-1, 1, D)).sum().backward()
         results.append((out.detach(), xg.grad, enc.blocks[0].qkv.weight.grad))
     for whole, split in zip(results[0], results[1], strict=True):
@@ -95,18 +96,18 @@ def test_length_groups_run_whole_when_the_split_saves_little():
     positions, so the encoder runs once on the whole batch."""
     calls = []
 
-    def encode(x, mask):
-        calls.append(x.shape)
-        return x * mask.unsqueeze(-1)
+    def encode(inputs):
+        calls.append(inputs.x.shape)
+        return inputs.x * inputs.mask.unsqueeze(-1)
 
     x = torch.randn(16, 10, 4)
     alike = torch.ones(16, 10, dtype=torch.bool)
     alike[:4, 0] = False  # four rows one event shorter: 2.5% of the positions
-    in_length_groups(encode, x, alike, 4)
+    in_length_groups(encode, EncoderInput(x, alike), 4)
     assert calls == [(16, 10, 4)]
     calls.clear()
     unlike = torch.arange(10)[None] >= torch.arange(16)[:, None].clamp(max=9)  # 10 .. 1 events
-    out = in_length_groups(encode, x, unlike, 4)
+    out = in_length_groups(encode, EncoderInput(x, unlike), 4)
     # lengths 1 x 7, 2, 3, ..., 10: the fewest positions are 7x1 + 3x4 + 3x7 + 3x10 = 70 of 160
     assert sorted((c[0], c[1]) for c in calls) == [(3, 4), (3, 7), (3, 10), (7, 1)]
     torch.testing.assert_close(out, x * unlike.unsqueeze(-1))

@@ -15,6 +15,7 @@ from conftest import TINY, run_recsys, sequence_parts
 from recsys_cli.builders import build_datamodule, build_module
 from recsys_cli.compose import compose_train
 from recsys_cli.contract import DataSpec, ScaleSet
+from recsys_cli.contract.encoder_input import EncoderInput
 from recsys_cli.errors import ConfigError
 from recsys_cli.models.encoders import RNNEncoder
 from recsys_cli.models.fusion import GateFusion
@@ -307,4 +308,4 @@ def test_a_one_layer_recurrent_encoder_does_not_drop_its_inputs_again(cell):
     """The recommender drops the inputs once; the encoder must not drop them a second time."""
     encoder = RNNEncoder(8, dropout=0.5, cell=cell).train()
     x, mask = torch.randn(3, 5, 8), torch.ones(3, 5, dtype=torch.bool)
-    torch.testing.assert_close(encoder(x, mask), encoder(x, mask))
+    torch.testing.assert_close(encoder(EncoderInput(x, mask)), encoder(EncoderInput(x, mask)))
