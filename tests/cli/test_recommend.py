@@ -24,12 +24,16 @@ from recsys_cli.runs import load_run
 from recsys_cli.training.ranking import mask_seen, target_ranks
 
 CPU = torch.device("cpu")
-MODELS = {"plain": ["scales=none"], "multiscale": ["scales=session_day_month_all"]}
+MODELS = {
+    "plain": ["scales=none"],
+    "multiscale": ["scales=session_day_month_all"],
+    "cloze": ["task=cloze", "model/encoder=bert", "scales=none"],  # its query ends in a [MASK] slot
+}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, cache_dir) -> dict[str, Path]:
-    """A plain and a multi-scale tiny run (two epochs each): their best checkpoints."""
+    """A plain, a multi-scale and a cloze tiny run (two epochs each): their best checkpoints."""
     found = {}
     for name, overrides in MODELS.items():
         run_dir = tmp_path_factory.mktemp(name) / "run"
