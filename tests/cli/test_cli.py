@@ -339,7 +339,7 @@ def test_help():
     result = run_recsys(["train", "--help"])
     assert result.code == 0
     assert "experiment: " in result.out and "synthetic_gru" in result.out
-    assert re.search(r"^model/encoder: gru, lstm, transformer$", result.out, re.M)
+    assert re.search(r"^model/encoder: bert, gru, lstm, transformer$", result.out, re.M)
     result = run_recsys(["evaluate", "--help"])
     assert result.code == 0 and "ckpt=PATH" in result.out
 
