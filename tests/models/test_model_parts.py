@@ -116,7 +116,11 @@ class MarkInputs(ModelPart):
 
 
 SPEC = DataSpec(num_items=6, num_users=2, max_len=3, scales=ScaleSet())
-BATCH = {"items": torch.tensor([[0, 1, 2], [3, 4, 5]]), "targets": torch.tensor([[1, 2, 3], [4, 5, 6]])}
+BATCH = {  # the event fields a batch carries (contract/batch.py), times in seconds
+    "items": torch.tensor([[0, 1, 2], [3, 4, 5]]),
+    "times": torch.tensor([[0, 60, 120], [0, 3600, 7200]]),
+    "targets": torch.tensor([[1, 2, 3], [4, 5, 6]]),
+}
 
 
 def tiny(**parts) -> SequenceRecommender:
