@@ -49,7 +49,7 @@ from recsys_cli.data.formats.base import DatasetReader
 from recsys_cli.data.prepare import prepare
 from recsys_cli.data.prepared_data import PreparationConfig, PreparedData
 from recsys_cli.data.splits import Split, held_out_items, training_view
-from recsys_cli.data.tasks import NextItem, case_rng, next_item_case_ends
+from recsys_cli.data.tasks import NextItem, case_rng
 from recsys_cli.data.window_features import WindowFeatures, compute_window_features, feature_names
 from recsys_cli.errors import ConfigError
 
@@ -65,12 +65,6 @@ def check_cold_items(value: object) -> float:
             "in [0, 1), e.g. 0.1 (0 holds out none)"
         )
     return float(number)
-
-
-def train_case_ends(starts: np.ndarray, train_end: np.ndarray, max_len: int, windows: str) -> tuple:
-    """Anchor ends, user starts and user indices of next-item training cases
-    (:func:`recsys_cli.data.tasks.next_item_case_ends`)."""
-    return next_item_case_ends(starts, train_end, max_len, windows)
 
 
 class CaseBatches(Dataset):
@@ -155,7 +149,6 @@ class CaseBatches(Dataset):
         if self.trim:
             batch = trim_padding(batch, self.max_len)
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
-
 
     def _eval_fields(self, batch: dict, ends: np.ndarray, starts: np.ndarray) -> dict:
         """Evaluation's case fields: only the newest position is supervised, by the held-out event

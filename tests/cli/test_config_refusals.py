@@ -12,7 +12,7 @@ from conftest import TINY, TINY_DATA, assert_one_error_line, run_recsys, tiny_da
 from recsys_cli.builders import apply_threads, trainer_settings
 from recsys_cli.checks import check_against_data, path_name_problem
 from recsys_cli.compose import compose_train
-from recsys_cli.data.datamodule import train_case_ends
+from recsys_cli.data.tasks import next_item_case_ends
 from recsys_cli.errors import ConfigError
 
 TEXT = ["model/item=text", "model/item/projection=linear", "item_text.template='{title}. {category}'"]
@@ -135,7 +135,7 @@ def test_multvae_needs_every_users_history_in_one_bag(tmp_path):
                          f"hydra.run.dir={tmp_path / 'run'}"])  # fmt: skip
     assert_one_error_line(result, "data.max_len=2: model=multvae", f"up to {longest} training targets", f"data.max_len={longest} or more")
     for max_len, cases in ((longest - 1, None), (longest, len(starts))):
-        ends, _, _ = train_case_ends(starts, dm.train_end, max_len, "all")
+        ends, _, _ = next_item_case_ends(starts, dm.train_end, max_len, "all")
         assert (len(ends) == cases) if cases else len(ends) > len(starts)  # one case per user from the minimum on
     cfg, dm = tiny_datamodule(tmp_path, *overrides, f"data.max_len={longest}")
     check_against_data(cfg, dm.spec(), "synthetic", longest)

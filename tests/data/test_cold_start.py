@@ -14,8 +14,9 @@ from conftest import TINY, run_recsys
 
 from recsys_cli.builders import build_datamodule
 from recsys_cli.compose import compose_train
-from recsys_cli.data.datamodule import CaseBatches, train_case_ends
+from recsys_cli.data.datamodule import CaseBatches
 from recsys_cli.data.splits import held_out_items
+from recsys_cli.data.tasks import next_item_case_ends
 from recsys_cli.reporting import format_table
 from recsys_cli.training.buckets import BUCKET_METRICS, FREQUENCY_BUCKETS, frequency_buckets
 from recsys_cli.training.metrics import RankingMetrics, sync_distributed
@@ -243,7 +244,7 @@ def test_no_cold_items_leaves_training_batches_as_they_were(cache_dir):
     assert len(dm.held_out) == 0 and "cold_items" not in dm.summary()
     # the batches as the data module built them before training views existed
     data, split = dm.data, dm.split
-    ends, starts, users = train_case_ends(data.offsets[:-1], split.train_end, dm.max_len, dm.train_windows)
+    ends, starts, users = next_item_case_ends(data.offsets[:-1], split.train_end, dm.max_len, dm.train_windows)
     before = CaseBatches(data, ends, starts, dm.max_len, dm.history_len, False, dm.features, users + 1)
     ours = batches(dm.train_dataloader())
     order = np.concatenate([np.asarray(ids) for ids in dm.train_dataloader().sampler])
