@@ -9,6 +9,7 @@ against a plain reference SASRec, in one process, at identical sizes, on identic
     python scripts/bench_speed.py --preset shop1m --device cuda --epochs 2 --eval-batches 40
     python scripts/bench_speed.py --preset ml1m --contenders reference,transformer --levels 0.1,0.15
     python scripts/bench_speed.py --preset ml100k --contenders reference,transformer --epochs 40
+    python scripts/bench_speed.py --preset ml1m --contenders transformer,transformer+hstu,bert --epochs 1
 
 Contenders (``--contenders``, comma-separated; default all seven):
 
@@ -25,7 +26,14 @@ Contenders (``--contenders``, comma-separated; default all seven):
   the product's optimizer is AdamW with weight decay 0, i.e. Adam); everything else is the
   product's default (event-type embeddings, gate fusion...);
 - ``transformer+scales``, ``gru+scales``, ``lstm+scales``: the same with
-  ``scales=session_day_month_all``.
+  ``scales=session_day_month_all``;
+- beyond the default set, any encoder followed by switches (``contenders.SWITCHES``): ``+hstu`` or
+  ``+tisasrec`` (``model.encoder.time_bias``), ``+heads4`` (4 heads), ``+windows`` (4 heads with
+  ``head_windows=[30m,1d,30d,null]``), ``+scales``; and ``bert``, BERT4Rec's sizes (2 heads,
+  feed-forward 4 x dim) trained by the cloze task on the cloze data module's batches (the same
+  users, masked inputs, its extra last-item cases: an epoch here is the next-item epoch's number
+  of steps, so compare it by seconds per step). Ratios divide by ``--baseline`` (default the
+  reference, else the first contender), e.g. ``--contenders transformer,transformer+hstu``.
 
 Every contender trains on the batches of the product's data module (``build_datamodule``; the
 training cases do not depend on the scales, and the batch order is the sampler's, seeded by

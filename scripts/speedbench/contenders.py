@@ -1,8 +1,10 @@
 """The contenders: the reference and the product's models, each training on the same batches
 with its own random stream, and what they need (overrides, FLOP models, memory checks).
 
-A new contender is a name in :data:`CONTENDERS` mapping to (encoder, scales); the reference is
-built by :func:`build_reference`, every product model by :func:`build_product`.
+A contender is named ``reference`` or ``ENCODER[+SWITCH...]`` (:func:`parse_contender`): an
+encoder of :data:`ENCODERS` and switches of :data:`SWITCHES` (the time-window scales, time inside
+attention), e.g. ``transformer+hstu`` or ``bert``; a new switch is one entry of :data:`SWITCHES`.
+The reference is built by :func:`build_reference`, every product model by :func:`build_product`.
 """
 
 from __future__ import annotations
@@ -30,9 +32,19 @@ from .presets import Preset
 from .reference import ReferenceSASRec
 
 REPO = Path(__file__).resolve().parents[2]
-ENCODERS = ("transformer", "gru", "lstm")
+ENCODERS = ("transformer", "gru", "lstm", "bert")  # bert: BERT4Rec, trained by the cloze task
 SCALES_ON = "session_day_month_all"
-ALL_CONTENDERS = ("reference", *ENCODERS, *(f"{e}+scales" for e in ENCODERS))
+# the default set: the reference and the three next-item encoders with and without the scales
+ALL_CONTENDERS = ("reference", *ENCODERS[:3], *(f"{e}+scales" for e in ENCODERS[:3]))
+# what a contender's name may add after its encoder, as overrides (docs/model.md, "Time inside
+# attention"); all but the scales are attention switches (transformer, bert)
+SWITCHES: dict[str, tuple[str, ...]] = {
+    "scales": (f"scales={SCALES_ON}",),
+    "hstu": ("model.encoder.time_bias=hstu",),
+    "tisasrec": ("model.encoder.time_bias=tisasrec",),
+    "heads4": ("model.encoder.num_heads=4",),
+    "windows": ("model.encoder.num_heads=4", "model.encoder.head_windows=[30m,1d,30d,null]"),
+}
 METRIC = "ndcg@10"
 
 
@@ -61,6 +73,7 @@ class Contender:
     device: torch.device
     seed: int
     overrides: list[str] = field(default_factory=list)
+    task: str = "next_item"  # contenders of one task train on the same cases
     metrics: RankingMetrics | None = None  # the reference's (the product's module has its own)
     filter_seen: bool = True
     rng: tuple[torch.Tensor, torch.Tensor | None] | None = None
@@ -160,12 +173,45 @@ class Contender:
         )
 
 
-def parse_contender(name: str) -> tuple[str, str]:
-    """``transformer+scales`` -> (``transformer``, ``session_day_month_all``)."""
-    encoder, _, extra = name.partition("+")
-    if name not in ALL_CONTENDERS:
-        raise SystemExit(f"unknown contender {name!r}; choose from {', '.join(ALL_CONTENDERS)}")
-    return encoder, SCALES_ON if extra == "scales" else "none"
+@dataclass(frozen=True)
+class ContenderSpec:
+    """What a contender's name says: its encoder, scales, task and further overrides."""
+
+    encoder: str  # reference | transformer | gru | lstm | bert
+    scales: str = "none"
+    task: str = "next_item"  # next_item | cloze (bert)
+    switches: tuple[str, ...] = ()  # overrides of the attention switches
+
+    @property
+    def dm_key(self) -> str:
+        """The data module whose batches it reads: one per scales setting and task."""
+        return self.scales if self.task == "next_item" else f"{self.scales}/{self.task}"
+
+
+BASE = ContenderSpec("transformer")  # the plain next-item data module every run builds
+
+
+def parse_contender(name: str) -> ContenderSpec:
+    """``transformer+scales`` -> transformer on ``session_day_month_all``; ``bert+hstu`` -> the
+    cloze-trained bidirectional encoder with the HSTU time bias."""
+    if name == "reference":
+        return ContenderSpec("reference")
+    encoder, *switches = name.split("+")
+    unknown = [s for s in switches if s not in SWITCHES]
+    if encoder not in ENCODERS or unknown or len(set(switches)) != len(switches):
+        raise SystemExit(
+            f"unknown contender {name!r}: give reference, or an encoder of {', '.join(ENCODERS)} followed "
+            f"by distinct +switches of {', '.join(SWITCHES)} (e.g. transformer+hstu)"
+        )
+    attention = [s for s in switches if s != "scales"]
+    if attention and encoder not in ("transformer", "bert"):
+        raise SystemExit(f"contender {name!r}: {', '.join(attention)} switch attention: transformer or bert only")
+    if {"hstu", "tisasrec"} <= set(switches):
+        raise SystemExit(f"contender {name!r}: one time bias at a time (hstu or tisasrec)")
+    overrides = tuple(dict.fromkeys(o for s in attention for o in SWITCHES[s]))  # in order, once
+    return ContenderSpec(
+        encoder, SCALES_ON if "scales" in switches else "none", "cloze" if encoder == "bert" else "next_item", overrides
+    )
 
 
 def common_overrides(preset: Preset, args: argparse.Namespace, run_dir: Path) -> list[str]:
@@ -194,19 +240,20 @@ def common_overrides(preset: Preset, args: argparse.Namespace, run_dir: Path) ->
     return over
 
 
-def product_overrides(
-    preset: Preset, args: argparse.Namespace, run_dir: Path, encoder: str, scales: str
-) -> list[str]:
+def product_overrides(preset: Preset, args: argparse.Namespace, run_dir: Path, spec: ContenderSpec) -> list[str]:
     over = [
         *common_overrides(preset, args, run_dir),
-        f"model/encoder={encoder}",
-        f"scales={scales}",
+        f"model/encoder={spec.encoder}",
+        f"scales={spec.scales}",
+        f"task={spec.task}",
         f"objective/next_item={preset.objective}",
         f"model.encoder.num_layers={preset.layers}",
     ]
-    if encoder == "transformer":
+    if spec.encoder == "transformer":  # SASRec's sizes
         over += ["model.encoder.num_heads=1", "model.encoder.ffn_mult=1"]
-    return over + list(args.override)
+    elif spec.encoder == "bert":  # BERT4Rec's (conf/experiment/ml1m_bert4rec.yaml)
+        over += ["model.encoder.num_heads=2", "model.encoder.ffn_mult=4"]
+    return over + list(spec.switches) + list(args.override)
 
 
 def compose(overrides: list[str]) -> DictConfig:
@@ -216,6 +263,7 @@ def compose(overrides: list[str]) -> DictConfig:
 
 
 def product_flops(cfg: DictConfig, spec: Any, encoder: str) -> FlopModel:
+    """The analytic count (the time biases' few per-logit additions are left out)."""
     enc = cfg.model.encoder
     objective = str(cfg.objective.next_item._target_).rsplit(".", 1)[-1]
     output = {"FullSoftmaxCE": "full_ce", "SampledSoftmax": "sampled_softmax"}.get(
@@ -223,7 +271,7 @@ def product_flops(cfg: DictConfig, spec: Any, encoder: str) -> FlopModel:
     )
     scale_set = spec.scales
     return FlopModel(
-        encoder=encoder,
+        encoder="transformer" if encoder == "bert" else encoder,
         dim=int(cfg.model.dim),
         layers=int(enc.num_layers),
         ffn=int(enc.get("ffn_mult", 1)) * int(cfg.model.dim),
@@ -266,18 +314,18 @@ def build_reference(preset: Preset, args: argparse.Namespace, dm: Any, cfg: Dict
 
 
 def build_product(
-    name: str, encoder: str, scales: str, preset: Preset, args: argparse.Namespace, dm: Any, run_dir: Path,
+    name: str, spec: ContenderSpec, preset: Preset, args: argparse.Namespace, dm: Any, run_dir: Path,
     device: torch.device,
 ) -> Contender:
     """A product model built from ``conf/`` as ``recsys train`` builds it, on ``dm``'s data."""
-    overrides = product_overrides(preset, args, run_dir, encoder, scales)
+    overrides = product_overrides(preset, args, run_dir, spec)
     cfg = compose(overrides)
     torch.manual_seed(args.seed)
     module = build_module(cfg, dm, {})
     module.log = lambda *a, **k: None  # _eval_end logs; there is no Trainer here
     module.to(device)
     return Contender(
-        name, "product", scales, module, module.configure_optimizers(),
-        product_flops(cfg, dm.spec(), encoder), device, args.seed,
+        name, "product", spec.dm_key, module, module.configure_optimizers(),
+        product_flops(cfg, dm.spec(), spec.encoder), device, args.seed, task=spec.task,
         overrides=[o for o in overrides if not o.startswith("paths.")], filter_seen=module.filter_seen,
     )  # fmt: skip

@@ -1,4 +1,5 @@
-"""What a benchmark run reports: per-contender summaries, ratios to the reference, the table, the JSON."""
+"""What a benchmark run reports: per-contender summaries, ratios to the baseline contender (the
+reference unless ``--baseline`` names another), the table, the JSON."""
 
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ def summarise(c: Contender, levels: list[float], peak_gflops: float) -> dict[str
         "train_positions_per_s_with_data": positions / sum(epoch_s) if sum(epoch_s) else 0.0,
         "seconds_per_epoch": statistics.fmean(epoch_s) if epoch_s else 0.0,
         "step_seconds_per_epoch": step_s / len(epochs) if epochs else 0.0,
+        # the cost of one optimiser step (tasks differ in positions: cloze supervises fewer)
+        "seconds_per_step": step_s / sum(e["steps"] for e in epochs) if epochs else 0.0,
         "train_gflops_per_s": train_gf,
         "train_peak_fraction": train_gf / peak_gflops if peak_gflops else None,
         "eval_users_per_s": users / eval_s if eval_s else 0.0,
@@ -76,21 +79,23 @@ def summarise(c: Contender, levels: list[float], peak_gflops: float) -> dict[str
     }
 
 
-def add_ratios(results: dict[str, dict]) -> None:
-    ref = results.get("reference", {}).get("summary")
+def add_ratios(results: dict[str, dict], baseline: str = "reference") -> None:
+    """Each contender's ``ratios``: its figures over the baseline's (None without a baseline)."""
+    ref = results.get(baseline, {}).get("summary")
     for res in results.values():
         s = res.get("summary")
         if s is None:
             continue
         if ref is None:
-            s["ratios_to_reference"] = None
+            s["ratios"] = None
             continue
 
         def ratio(key: str, s: dict = s) -> float | None:
             return s[key] / ref[key] if ref[key] else None
 
-        s["ratios_to_reference"] = {
+        s["ratios"] = {
             "throughput": ratio("train_positions_per_s"),
+            "seconds_per_step": ratio("seconds_per_step"),
             "throughput_with_data": ratio("train_positions_per_s_with_data"),
             "seconds_per_epoch": ratio("seconds_per_epoch"),
             "eval_users_per_s": ratio("eval_users_per_s"),
@@ -105,8 +110,8 @@ def fmt(value: float | None, spec: str = ".2f") -> str:
 def markdown_table(payload: dict) -> str:
     levels = payload["config"]["levels"]
     head = [
-        "contender", "pos/s", "x ref", "s/epoch", "x ref", "train GFLOP/s", "% peak",
-        "eval users/s", "x ref", "eval % peak", "mem MB", "x ref", "NDCG@10 (last)", "best",
+        "contender", "pos/s", "x base", "s/epoch", "x base", "ms/step", "x base", "train GFLOP/s", "% peak",
+        "eval users/s", "x base", "eval % peak", "mem MB", "x base", "NDCG@10 (last)", "best",
         *(f"s to {level:g}" for level in levels),
     ]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -115,7 +120,7 @@ def markdown_table(payload: dict) -> str:
         if s is None:
             lines.append(f"| {name} | skipped: {res.get('skipped', '?')} |")
             continue
-        r = s["ratios_to_reference"] or {}
+        r = s["ratios"] or {}
         ttl = []
         for level in levels:
             t = s["time_to_level"][f"{level:g}"]
@@ -124,6 +129,7 @@ def markdown_table(payload: dict) -> str:
             name,
             fmt(s["train_positions_per_s"], ".0f"), fmt(r.get("throughput")),
             fmt(s["seconds_per_epoch"], ".2f"), fmt(r.get("seconds_per_epoch")),
+            fmt(1000 * s["seconds_per_step"], ".1f"), fmt(r.get("seconds_per_step")),
             fmt(s["train_gflops_per_s"], ".2f"), fmt(100 * (s["train_peak_fraction"] or 0), ".1f"),
             fmt(s["eval_users_per_s"], ".0f"), fmt(r.get("eval_users_per_s")),
             fmt(100 * (s["eval_peak_fraction"] or 0), ".1f"),

@@ -20,8 +20,10 @@ from recsys_cli.builders import build_datamodule
 
 from .contenders import (
     ALL_CONTENDERS,
+    BASE,
     METRIC,
     Contender,
+    ContenderSpec,
     build_product,
     build_reference,
     compose,
@@ -46,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="default: the preset's")
     p.add_argument(
         "--contenders", default=",".join(ALL_CONTENDERS), help=f"comma-separated, of {', '.join(ALL_CONTENDERS)}"
+    )
+    p.add_argument(
+        "--baseline", default=None, help="the contender the ratios divide by (default: reference, else the first)"
     )
     p.add_argument("--levels", default=None, help="NDCG@10 levels for time to quality (default: the preset's)")
     p.add_argument("--out", default=None, help="JSON path (default runs/bench_speed/<preset>.json)")
@@ -113,41 +118,45 @@ def describe_machine(device: torch.device, size: int, reps: int) -> dict[str, An
 
 
 class DataModules:
-    """One product data module per scales setting (the training cases do not depend on it)."""
+    """One product data module per scales setting and task (the training cases depend on the
+    task only: the cloze task adds cases and masks inputs)."""
 
     def __init__(self, preset: Preset, args: argparse.Namespace, run_dir: Path):
         self.preset, self.args, self.run_dir = preset, args, run_dir
         self.dm: dict[str, Any] = {}
         self.cfg: dict[str, Any] = {}
 
-    def __call__(self, scales: str) -> Any:
-        if scales not in self.dm:
-            cfg = compose(product_overrides(self.preset, self.args, self.run_dir, "transformer", scales))
+    def __call__(self, spec: ContenderSpec) -> Any:
+        key = spec.dm_key
+        if key not in self.dm:
+            encoder = "bert" if spec.task == "cloze" else "transformer"
+            base = ContenderSpec(encoder, spec.scales, spec.task)
+            cfg = compose(product_overrides(self.preset, self.args, self.run_dir, base))
             dm = build_datamodule(cfg)
             dm.load()
-            self.dm[scales], self.cfg[scales] = dm, cfg
-        return self.dm[scales]
+            self.dm[key], self.cfg[key] = dm, cfg
+        return self.dm[key]
 
 
 def build_contenders(
     names: list[str], preset: Preset, args: argparse.Namespace, dms: DataModules, device: torch.device
 ) -> tuple[list[Contender], dict[str, dict[str, Any]]]:
     """The contenders to run and the results dict (a skipped reference has its reason there)."""
-    base = dms("none")
+    base = dms(BASE)
     spec = base.spec()
     contenders: list[Contender] = []
     results: dict[str, dict[str, Any]] = {}
     for name in names:
-        encoder, scales = parse_contender(name)
+        parsed = parse_contender(name)
         if name == "reference":
             fits, why = reference_fits(preset, spec.num_items, device)
             if not fits:
                 print(f"reference skipped: {why}", flush=True)
                 results[name] = {"skipped": why}
                 continue
-            c = build_reference(preset, args, base, dms.cfg["none"], device)
+            c = build_reference(preset, args, base, dms.cfg[BASE.dm_key], device)
         else:
-            c = build_product(name, encoder, scales, preset, args, dms(scales), dms.run_dir, device)
+            c = build_product(name, parsed, preset, args, dms(parsed), dms.run_dir, device)
         c.leave_rng()  # its own random stream from here on
         c.record = {
             "kind": c.kind,
@@ -184,6 +193,11 @@ def probe_memory(contenders: list[Contender], loaders: dict, used: dict, device:
         }
 
 
+def task_of(dm_key: str) -> str:
+    """``none`` -> next_item, ``none/cloze`` -> cloze (:attr:`ContenderSpec.dm_key`)."""
+    return dm_key.partition("/")[2] or "next_item"
+
+
 def train_epoch(
     epoch: int, contenders: list[Contender], loaders: dict, steps: int, preset: Preset
 ) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
@@ -204,8 +218,10 @@ def train_epoch(
             t0 = time.perf_counter()
             got[key] = next(it)
             data_s[key] += time.perf_counter() - t0
-        targets = [b["targets"] for b in got.values()]
-        if any(not torch.equal(t, targets[0]) for t in targets[1:]):
+        by_task: dict[str, list[torch.Tensor]] = {}  # the data modules of one task give the same cases
+        for key, batch in got.items():
+            by_task.setdefault(task_of(key), []).append(batch["targets"])
+        if any(not torch.equal(t, ts[0]) for ts in by_task.values() for t in ts[1:]):
             raise RuntimeError(f"epoch {epoch + 1}, step {step}: the data modules gave different cases")
         shift = step % len(contenders)
         for c in contenders[shift:] + contenders[:shift]:  # rotate who goes first
@@ -271,6 +287,9 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict:
         parse_contender(name)
     if len(set(names)) != len(names) or not names:
         raise SystemExit(f"--contenders: give distinct names, got {args.contenders!r}")
+    baseline = args.baseline or ("reference" if "reference" in names else names[0])
+    if baseline not in names:
+        raise SystemExit(f"--baseline {baseline}: not one of --contenders {args.contenders}")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
@@ -291,16 +310,16 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_speed_run_") as run_dir:
         dms = DataModules(preset, args, Path(run_dir))
         contenders, results = build_contenders(names, preset, args, dms, device)
-        base = dms("none")
+        base = dms(BASE)
         spec, summary = base.spec(), base.summary()
         used = {key: dm for key, dm in dms.dm.items() if any(c.dm_key == key for c in contenders)}
         if not used:
             raise SystemExit("no contender left to run")
         loaders = {key: dm.train_dataloader() for key, dm in used.items()}
         lengths = {key: len(loader) for key, loader in loaders.items()}
-        n_batches = next(iter(lengths.values()))
+        n_batches = min(lengths.values())  # the cloze task's extra cases: its epochs are longer
         steps_per_epoch = min(n_batches, max_steps or n_batches)
-        if len(set(lengths.values())) != 1:
+        if len({n for key, n in lengths.items() if task_of(key) == "next_item"}) > 1:
             raise RuntimeError(f"the data modules disagree on the number of training batches: {lengths}")
         payload["config"] = {
             "preset": args.preset,
@@ -313,6 +332,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict:
             "device": str(device),
             "seed": args.seed,
             "contenders": names,
+            "baseline": baseline,
             "extra_overrides": list(args.override),
             "product_objective": preset.objective,
             "reference": REFERENCE_DESCRIPTION,
@@ -346,9 +366,9 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict:
                 e["val"] = {k: v for k, v in values[c.name].items() if "/" not in k}
                 c.record["epochs"].append(e)
                 c.record["summary"] = summarise(c, levels, machine["matmul_before"]["gflops_best"])
-            add_ratios(results)
+            add_ratios(results, baseline)
             positions = {c.name: ep[c.name]["positions"] for c in contenders}
-            if len(set(positions.values())) > 1:
+            if any(len({positions[c.name] for c in contenders if c.task == t}) > 1 for t in {c.task for c in contenders}):
                 raise RuntimeError(f"epoch {epoch + 1}: contenders saw different supervised positions: {positions}")
             line = ", ".join(
                 f"{c.name} {ep[c.name]['epoch_seconds']:.1f}s ndcg@10={ep[c.name][METRIC]:.4f}" for c in contenders
@@ -372,7 +392,7 @@ def finish(payload, contenders, results, device, mm_size, mm_reps, levels, prese
         machine["cuda_max_memory_allocated_mb"] = mb(torch.cuda.max_memory_allocated(device))
     for c in contenders:
         c.record["summary"] = summarise(c, levels, peak)
-    add_ratios(results)
+    add_ratios(results, payload["config"]["baseline"])
     # the product's batches (their common padding trimmed) and, with a reference, the full layout
     first = next((c for c in contenders if c.kind == "product"), None)
     full = next((c for c in contenders if c.kind == "reference"), None)
@@ -387,7 +407,8 @@ def finish(payload, contenders, results, device, mm_size, mm_reps, levels, prese
           f"padding share of the product's B x L positions {fmt(data['padding_share'], '.3f')} "
           f"(untrimmed, as the reference computes them: {fmt(data['padding_share_untrimmed'], '.3f')}), "
           f"positions without a target {fmt(data['no_target_share'], '.3f')}")  # fmt: skip
-    print(f"product objective: {preset.objective}; reference: full CE at all positions. Ratios: contender / reference "
-          "(x ref > 1 means more throughput, or more seconds per epoch, or more memory).\n")  # fmt: skip
+    print(f"product objective: {preset.objective}; reference: full CE at all positions. Ratios: contender / "
+          f"{payload['config']['baseline']} (x base > 1 means more throughput, or more seconds per epoch or step, "
+          "or more memory).\n")  # fmt: skip
     print(markdown_table(payload))
     print(f"\nJSON: {out_path}")

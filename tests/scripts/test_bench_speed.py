@@ -65,7 +65,7 @@ def test_tiny_run_writes_every_measurement(tiny_run):
         assert 0 <= s["padding_share"] <= 1 and 0 <= s["no_target_share"] <= 1, name
         assert set(s["time_to_level"]) == {"0.01", "0.5"}, name
         assert s["memory_mb"] > 0 and res["memory"]["persistent_mb"] > 0, name
-        assert s["ratios_to_reference"]["throughput"] > 0, name
+        assert s["ratios"]["throughput"] > 0, name
         assert (
             len(res["epochs"]) == epochs
             and res["epochs"][0]["steps"] == payload["config"]["steps_per_epoch"]
@@ -75,7 +75,7 @@ def test_tiny_run_writes_every_measurement(tiny_run):
     assert ref["positions_per_epoch"] == product["positions_per_epoch"]
     assert all(n > 0 for n in ref["positions_per_epoch"])
     assert ref["padding_share"] == product["padding_share"]
-    assert math.isclose(ref["ratios_to_reference"]["throughput"], 1.0)
+    assert math.isclose(ref["ratios"]["throughput"], 1.0)
     # the same evaluation cases
     assert (
         contenders["reference"]["epochs"][0]["eval_users"]
@@ -92,9 +92,50 @@ def test_tiny_run_prints_a_table_with_ratios(tmp_path, capsys):
         "--eval-batches", "1", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
     ])  # fmt: skip
     text = capsys.readouterr().out
-    assert "| contender | pos/s | x ref | s/epoch | x ref |" in text
+    assert "| contender | pos/s | x base | s/epoch | x base | ms/step | x base |" in text
     assert "| reference |" in text and "| gru |" in text
     assert json.loads(out.read_text())["contenders"]["gru"]["summary"]["positions_per_epoch"][0] > 0
+
+
+def test_time_switches_and_bert_train_beside_the_plain_transformer(tmp_path):
+    """Contenders with time inside attention read the same batches as the plain Transformer;
+    BERT4Rec reads its cloze batches; the ratios divide by the first contender."""
+    bench = load_bench()
+    out = tmp_path / "t.json"
+    payload = bench.main([
+        "--preset", "tiny", "--contenders", "transformer,transformer+hstu,transformer+windows,bert",
+        "--threads", "1", "--max-steps", "2", "--eval-batches", "1", "--out", str(out),
+        "--cache-dir", str(tmp_path / "cache"),
+    ])  # fmt: skip
+    assert payload["config"]["baseline"] == "transformer"
+    res = payload["contenders"]
+    assert "model.encoder.time_bias=hstu" in res["transformer+hstu"]["overrides"]
+    assert "model.encoder.head_windows=[30m,1d,30d,null]" in res["transformer+windows"]["overrides"]
+    assert "task=cloze" in res["bert"]["overrides"] and "model/encoder=bert" in res["bert"]["overrides"]
+    plain = res["transformer"]["summary"]
+    assert res["transformer+hstu"]["summary"]["positions_per_epoch"] == plain["positions_per_epoch"]
+    # the cloze task supervises the masked positions only
+    assert res["bert"]["summary"]["positions_per_epoch"] != plain["positions_per_epoch"]
+    assert math.isclose(plain["ratios"]["seconds_per_step"], 1.0)
+    assert all(r["summary"]["seconds_per_step"] > 0 for r in res.values())
+    # the extra parameters of the switches exist
+    assert res["transformer+hstu"]["parameters"] > res["transformer"]["parameters"]
+
+
+@pytest.mark.parametrize("name", ["gru+hstu", "transformer+hstu+tisasrec", "transformer+nope", "transformer+hstu+hstu"])
+def test_contender_names_that_cannot_be_built_are_refused(name):
+    load_bench()
+    with pytest.raises(SystemExit, match="contender"):
+        sys.modules["speedbench.contenders"].parse_contender(name)
+
+
+def test_contender_names_become_overrides():
+    load_bench()
+    parse = sys.modules["speedbench.contenders"].parse_contender
+    spec = parse("transformer+scales+heads4+windows")
+    assert spec.scales == "session_day_month_all" and spec.task == "next_item"
+    assert spec.switches == ("model.encoder.num_heads=4", "model.encoder.head_windows=[30m,1d,30d,null]")
+    assert parse("bert").dm_key == "none/cloze" and parse("gru+scales").dm_key == "session_day_month_all"
 
 
 def test_flop_formulas():
@@ -121,7 +162,7 @@ def test_reference_that_does_not_fit_is_skipped_with_its_reason(tmp_path, monkey
     ])  # fmt: skip
     payload = json.loads(out.read_text())
     assert "full cross-entropy needs about" in payload["contenders"]["reference"]["skipped"]
-    assert payload["contenders"]["transformer"]["summary"]["ratios_to_reference"] is None
+    assert payload["contenders"]["transformer"]["summary"]["ratios"] is None
     text = capsys.readouterr().out
     assert "reference skipped:" in text and "| reference | skipped:" in text
 
