@@ -59,7 +59,14 @@ def tisasrec_intervals(times: torch.Tensor, mask: torch.Tensor, time_span: int, 
     real = mask[:, 1:] & mask[:, :-1] & (gap > 0)
     big = torch.iinfo(torch.int64).max
     gap = torch.cat([gap.new_full((gap.shape[0], 1), big), gap.masked_fill(~real, big)], dim=1)
-    unit = gap.cummin(dim=1).values if causal else gap.min(dim=1, keepdim=True).values.expand_as(gap)
+    if not causal:
+        unit = gap.min(dim=1, keepdim=True).values.expand_as(gap)
+    elif torch.onnx.is_in_onnx_export():  # ONNX has no cummin: the same minimum over j <= i, [B, L, L]
+        L = gap.shape[1]
+        later = torch.ones(L, L, dtype=torch.bool, device=gap.device).triu(1)
+        unit = gap[:, None, :].masked_fill(later, big).min(dim=-1).values
+    else:
+        unit = gap.cummin(dim=1).values
     unit = torch.where(unit == big, torch.ones_like(unit), unit)  # [B, L] per query
     scaled = torch.div(time_gaps(times).abs(), unit[:, :, None], rounding_mode="floor")
     return scaled.clamp(max=time_span)

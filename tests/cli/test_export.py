@@ -44,6 +44,11 @@ SWITCHES = {
     "user_vector": ["model.user_embedding=true"],
     "vae": ["model/latent=vae"],
     "own_encoders": ["model.share_encoder=false", "scales=session_all"],
+    # time inside attention and the cloze-trained bidirectional encoder (docs/model.md)
+    "hstu": ["scales=none", "model.encoder.time_bias=hstu"],
+    "tisasrec": ["scales=none", "model.encoder.time_bias=tisasrec"],
+    "head_windows": ["scales=none", "model.encoder.num_heads=4", "model.encoder.head_windows=[30m,1d,30d,null]"],
+    "bert4rec": ["scales=none", "model/encoder=bert", "task=cloze"],
 }
 
 
