@@ -206,7 +206,7 @@ def check_speed_harness(args: list[str]) -> int:
     (the preset's overrides, then each ``--override``) composes."""
     sys.path.insert(0, str(REPO / "scripts"))
     try:
-        from speedbench.contenders import product_overrides
+        from speedbench.contenders import parse_contender, product_overrides
         from speedbench.presets import PRESETS
         from speedbench.run import parse_args
     finally:
@@ -214,11 +214,11 @@ def check_speed_harness(args: list[str]) -> int:
     parsed = parse_args(args)
     if PRESETS[parsed.preset].data_path is not None:
         parsed.data_path = str(REPO)  # a folder that exists: composing never reads the dataset
-    encoders = [c for c in parsed.contenders.split(",") if c in ("transformer", "gru", "lstm")]
-    for encoder in encoders:
-        items = product_overrides(PRESETS[parsed.preset], parsed, Path("RUN_DIR"), encoder, "none")
+    products = [c for c in parsed.contenders.split(",") if c.strip() and c.strip() != "reference"]
+    for name in products:
+        items = product_overrides(PRESETS[parsed.preset], parsed, Path("RUN_DIR"), parse_contender(name.strip()))
         check_train_overrides(Overrides(items), validate=False)
-    return len(encoders)
+    return len(products)
 
 
 def check_script(words: list[str]) -> int:
