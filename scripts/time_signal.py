@@ -88,7 +88,7 @@ def ndcg_by_gap(runs: list[Path], users: np.ndarray, gap: np.ndarray, targets: n
     """NDCG@10 per gap bucket for each run folder's test cases, averaged over the runs; a case's
     target must be its user's last item (``targets``: the item of each user's last event)."""
     bucket_of_user = dict(zip(users.tolist(), gap_bucket(gap).tolist(), strict=True))
-    per_run = []
+    per_run, overall = [], []
     for run in runs:
         path = find_cases(run)
         if path is None:
@@ -102,14 +102,13 @@ def ndcg_by_gap(runs: list[Path], users: np.ndarray, gap: np.ndarray, targets: n
         names = np.array([bucket_of_user.get(u, "none") for u in idx.tolist()], dtype=object)
         ndcg = case_metric(frame["rank"].to_numpy(), "ndcg", 10)
         per_run.append({b: (float(ndcg[names == b].mean()), int((names == b).sum())) for b in set(names)})
+        overall.append(float(ndcg.mean()))
     out = {}
-    for b in (*(name for name, _ in BUCKETS), "> 30 days", "all"):
-        if b == "all":
-            out[b] = {"ndcg@10": float(np.mean([sum(v * c for v, c in r.values()) / sum(c for _, c in r.values()) for r in per_run]))}
-            continue
+    for b in (*(name for name, _ in BUCKETS), "> 30 days"):
         vals = [r[b] for r in per_run if b in r]
         if vals:
             out[b] = {"ndcg@10": float(np.mean([v for v, _ in vals])), "cases": vals[0][1]}
+    out["all"] = {"ndcg@10": float(np.mean(overall))}
     return out
 
 
