@@ -1,7 +1,9 @@
 """Resuming a run: exactly, and without trusting what the checkpoint says.
 
 - A run killed with SIGKILL mid-epoch (twice in its life) and resumed each time from ``last.ckpt``
-  logs exactly the numbers, bit for bit, of the same run never interrupted.
+  logs exactly the numbers, bit for bit, of the same run never interrupted; resumed in its own
+  folder, its ``logs/metrics.csv`` keeps the epochs before the interruption (Lightning's CSV
+  logger deleted them) and reads as the uninterrupted run's.
 - The paths inside a checkpoint's callback state are never followed blindly: a best checkpoint
   named there is carried over only from the resumed checkpoint's own folder and only if it is a
   recsys checkpoint of the same model (else one warning line), every checkpoint is read
@@ -28,6 +30,7 @@ from pytorch_lightning.utilities.seed import isolate_rng
 from torch import nn
 
 from recsys_cli.training.callbacks import AtomicCheckpointIO, RandomState, RunCheckpoint
+from recsys_cli.training.csv_log import CSVLogger
 
 # -- bit-identical resume -----------------------------------------------------------------------
 
@@ -94,6 +97,16 @@ def test_a_run_killed_mid_epoch_and_resumed_is_bit_identical(tmp_path, cache_dir
             assert row == reference.get(row_key(row)), (name, row)  # every value, as logged
             covered.add(row_key(row))
     assert covered == set(reference)  # every logged row of the uninterrupted run was repeated
+
+    # resumed in its own folder, the run keeps the rows logged before it was killed: its log is
+    # the uninterrupted run's, row for row
+    own = train("own", kill_at="1:2")
+    assert own.returncode == -9, own.stderr[-2000:]
+    cut = logged_rows(tmp_path / "own")
+    assert {row["epoch"] for row in cut} == {"0"}  # what was on disk when it was killed
+    own = train("own", resume="own")
+    assert own.returncode == 0, own.stderr[-3000:]
+    assert logged_rows(tmp_path / "own") == logged_rows(tmp_path / "whole")
 
     ran, resumed = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("whole", "third"))
     assert resumed["val"] == ran["val"] and resumed["test"] == ran["test"]  # the printed table's numbers
@@ -284,3 +297,32 @@ def test_a_checkpoint_without_random_state_resumes_with_one_warning(interrupted,
     torch.save(ckpt, last)
     assert len(resume(last, tmp_path / "resumed", cache_dir, phrase="no random generator state")) == 1
     assert_own_best(tmp_path / "resumed")
+
+
+def test_the_csv_log_of_a_resumed_run_keeps_the_epochs_before_the_resume_and_not_the_repeated_one(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    header = "epoch,step,train/loss_step,val/ndcg@10\n"
+    (logs / "metrics.csv").write_text(header + "0,4,7.5,\n0,4,,0.1\n1,9,6.5,\n1,9,,0.2\n2,11,6.1,\n")  # killed in epoch 2
+    logger = CSVLogger(save_dir=str(tmp_path), name="logs", version="")
+    logger.log_metrics({"train/loss_step": 6.0, "epoch": 2}, step=11)  # epoch 2 again, from its start
+    logger.log_metrics({"val/ndcg@10": 0.3, "time/train_s": 3.0, "epoch": 2}, step=14)  # a column the file lacks
+    logger.save()
+    logger.log_metrics({"train/loss_step": 5.5, "epoch": 3}, step=15)
+    logger.save()
+    rows = [(r["epoch"], r["step"], r["train/loss_step"], r["val/ndcg@10"], r["time/train_s"]) for r in csv.DictReader(open(logs / "metrics.csv"))]
+    assert rows == [
+        ("0", "4", "7.5", "", ""), ("0", "4", "", "0.1", ""), ("1", "9", "6.5", "", ""), ("1", "9", "", "0.2", ""),
+        ("2", "11", "6.0", "", ""), ("2", "14", "", "0.3", "3.0"), ("3", "15", "5.5", "", ""),
+    ]  # fmt: skip
+    assert not list(logs.glob(".*.tmp"))
+
+
+def test_a_replaced_run_logs_from_epoch_zero_and_keeps_nothing_of_the_old_log(tmp_path):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "metrics.csv").write_text("epoch,step,val/ndcg@10\n0,4,0.1\n1,9,0.2\n")
+    logger = CSVLogger(save_dir=str(tmp_path), name="logs", version="")
+    logger.log_metrics({"val/ndcg@10": 0.05, "epoch": 0}, step=4)
+    logger.save()
+    assert (tmp_path / "logs" / "metrics.csv").read_text().splitlines() == ["epoch,step,val/ndcg@10", "0,4,0.05"]
+
