@@ -42,11 +42,10 @@ class _ResumingWriter(ExperimentWriter):
                 self._earlier = list(csv.DictReader(handle))
 
     def save(self) -> None:
-        earlier = getattr(self, "_earlier", None)
-        if earlier is None or not self.metrics:
+        if self._earlier is None or not self.metrics:
             super().save()
             return
-        self._earlier = None
+        earlier, self._earlier = self._earlier, None  # merged once, at the first save with rows
         first = min((e for e in map(_epoch, self.metrics) if e is not None), default=0.0)
         kept = [row for row in earlier if (e := _epoch(row)) is not None and e < first]
         self._record_new_keys()
